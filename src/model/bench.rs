@@ -1,0 +1,159 @@
+//! Throughput benchmark on the opus-mt-ar-en shapes with random weights (see
+//! bench/workload.json and ANCHORS.md): every hypothesis is forced to the longest target
+//! length of its batch; the figure is useful target tokens per wall-clock second.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::weights::SplitMix64;
+use super::{Device, ModelConfig, ModelError, Seq2SeqModel};
+
+#[derive(Deserialize)]
+struct Workload {
+    source_lengths: Vec<usize>,
+    target_lengths: Vec<usize>,
+    modes: Vec<BenchMode>,
+}
+
+#[derive(Deserialize, Clone)]
+struct BenchMode {
+    name: String,
+    beam: usize,
+    batch: usize,
+}
+
+/// One mode's outcome.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub mode: String,
+    /// Useful target tokens (sum of the workload's target lengths).
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Process CPU time (user + system) spent in this mode; on a shared machine
+    /// `tokens / cpu_seconds` is steadier than wall-clock throughput.
+    pub cpu_seconds: Option<f64>,
+}
+
+/// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Makes candle's gemm and rayon use `n` threads unless RAYON_NUM_THREADS is already set.
+/// Must run before the first tensor operation (candle's default can come out as 1 on small VMs).
+pub fn configure_threads(n: usize) {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
+/// Peak resident set size of this process in KiB (VmHWM), when /proc is available.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the workload's modes (or those named in `modes`) in workload order, batches of
+/// `batch` consecutive sentences, as the anchors were measured.
+pub fn run_bench(
+    config_json: &Path,
+    workload_json: &Path,
+    modes: Option<&[String]>,
+) -> Result<Vec<BenchResult>, ModelError> {
+    run_bench_with(config_json, workload_json, modes, false)
+}
+
+/// As [`run_bench`]; `length_sorted` groups sentences by source length before batching.
+pub fn run_bench_with(
+    config_json: &Path,
+    workload_json: &Path,
+    modes: Option<&[String]>,
+    length_sorted: bool,
+) -> Result<Vec<BenchResult>, ModelError> {
+    let cfg = ModelConfig::from_file(config_json)?;
+    let text = std::fs::read_to_string(workload_json).map_err(|source| ModelError::Io {
+        path: workload_json.display().to_string(),
+        source,
+    })?;
+    let wl: Workload = serde_json::from_str(&text).map_err(|e| {
+        ModelError::Config(format!("invalid workload {}: {e}", workload_json.display()))
+    })?;
+    if wl.source_lengths.len() != wl.target_lengths.len() {
+        return Err(ModelError::Config(
+            "workload: source/target lengths differ in count".into(),
+        ));
+    }
+    let model = Seq2SeqModel::random(cfg, 0x7a11, &Device::Cpu)?;
+    let sentences = make_sentences(&model, &wl, length_sorted);
+    let mut results = Vec::new();
+    for mode in &wl.modes {
+        if modes.is_some_and(|m| !m.iter().any(|n| n == &mode.name)) {
+            continue;
+        }
+        results.push(run_mode(&model, &sentences, mode)?);
+    }
+    Ok(results)
+}
+
+/// (source ids with EOS appended, target length), in the order batches are formed.
+fn make_sentences(model: &Seq2SeqModel, wl: &Workload, sorted: bool) -> Vec<(Vec<u32>, usize)> {
+    let cfg = model.config();
+    let span = (cfg.vocab_size as u64).saturating_sub(4).max(1);
+    let mut rng = SplitMix64(0);
+    let mut out: Vec<(Vec<u32>, usize)> = wl
+        .source_lengths
+        .iter()
+        .zip(&wl.target_lengths)
+        .map(|(&n, &t)| {
+            let mut ids: Vec<u32> = (0..n).map(|_| 2 + (rng.next_u64() % span) as u32).collect();
+            ids.push(cfg.eos_token_id);
+            (ids, t)
+        })
+        .collect();
+    if sorted {
+        out.sort_by_key(|(ids, _)| std::cmp::Reverse(ids.len()));
+    }
+    out
+}
+
+fn run_mode(
+    model: &Seq2SeqModel,
+    sentences: &[(Vec<u32>, usize)],
+    mode: &BenchMode,
+) -> Result<BenchResult, ModelError> {
+    let base = model.generation_defaults();
+    let cpu0 = process_cpu_seconds();
+    let start = Instant::now();
+    let mut tokens = 0;
+    for chunk in sentences.chunks(mode.batch.max(1)) {
+        let n = chunk.iter().map(|(_, t)| *t).max().unwrap_or(1);
+        let mut p = base.clone();
+        p.num_beams = mode.beam;
+        p.max_new_tokens = Some(n);
+        // Our min_length counts the decoder start token, like transformers' min_length.
+        p.min_length = n + 1;
+        p.early_stopping = false;
+        let inputs: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
+        model.generate(&inputs, &p, &|_| false)?;
+        tokens += chunk.iter().map(|(_, t)| t).sum::<usize>();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds().zip(cpu0).map(|(a, b)| a - b);
+    Ok(BenchResult {
+        cpu_seconds,
+        mode: mode.name.clone(),
+        tokens,
+        seconds,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+    })
+}

@@ -1,0 +1,435 @@
+//! Greedy and beam search with the semantics of transformers' `generate` (5.x vectorised
+//! beam search). Rows that finish or are cancelled leave the decoder batch; beam caches are
+//! reordered with index selects.
+
+use super::config::GenerationParams;
+use super::logits::{argmax, log_softmax_in_place, Processors};
+use super::seq2seq::{DecoderState, Seq2SeqModel};
+use super::{Generated, ModelError};
+
+use rayon::prelude::*;
+
+type Res<T> = Result<T, ModelError>;
+
+/// transformers' "very large negative" used to mask beams in fp32.
+const NEG: f32 = -1.0e9;
+/// Initial self-attention cache capacity (steps); caches grow by this much when full.
+const INITIAL_CACHE: usize = super::layers::CACHE_STEP;
+
+pub(crate) fn generate(
+    model: &Seq2SeqModel,
+    inputs: &[Vec<u32>],
+    params: &GenerationParams,
+    cancelled: &dyn Fn(usize) -> bool,
+) -> Res<Vec<Option<Generated>>> {
+    let max_length = params.effective_max_length();
+    if params.num_beams == 0 {
+        return Err(ModelError::Input("num_beams must be at least 1".into()));
+    }
+    if max_length > model.max_decoder_positions() + 1 {
+        return Err(ModelError::Input(format!(
+            "max_length {max_length} exceeds the decoder's {} positions",
+            model.max_decoder_positions()
+        )));
+    }
+    let vocab = model.config().vocab_size as u32;
+    if vocab < 2 {
+        return Err(ModelError::Input(
+            "beam search needs a vocabulary of 2+ tokens".into(),
+        ));
+    }
+    if params.decoder_start_token_id >= vocab {
+        return Err(ModelError::Input(
+            "decoder_start_token_id out of vocabulary".into(),
+        ));
+    }
+    let mut results: Vec<Option<Generated>> = vec![None; inputs.len()];
+    let live: Vec<usize> = (0..inputs.len()).filter(|&i| !cancelled(i)).collect();
+    if live.is_empty() {
+        return Ok(results);
+    }
+    tracing::debug!(
+        inputs = live.len(),
+        num_beams = params.num_beams,
+        max_length,
+        "generate"
+    );
+    let batch: Vec<Vec<u32>> = live.iter().map(|&i| inputs[i].clone()).collect();
+    let (enc, mask) = model.encode(&batch)?;
+    let cap = max_length.clamp(1, INITIAL_CACHE);
+    let mut state = model.start_decoder(&enc, &mask, cap, params.num_beams)?;
+    let procs = Processors::new(params, max_length);
+    let search = Search {
+        model,
+        ctx: StepCtx {
+            params,
+            procs: &procs,
+            max_length,
+            vocab: model.config().vocab_size,
+        },
+        cancelled,
+    };
+    if params.num_beams == 1 {
+        search.greedy(&mut state, &live, &mut results)?;
+    } else {
+        search.beam(&mut state, &live, &mut results)?;
+    }
+    Ok(results)
+}
+
+struct Search<'a> {
+    model: &'a Seq2SeqModel,
+    ctx: StepCtx<'a>,
+    cancelled: &'a dyn Fn(usize) -> bool,
+}
+
+/// What the per-row/per-input step work needs; `Sync`, so inputs are processed in parallel.
+struct StepCtx<'a> {
+    params: &'a GenerationParams,
+    procs: &'a Processors,
+    max_length: usize,
+    vocab: usize,
+}
+
+/// `sum_logprobs / generated_len^length_penalty`, in the precision transformers uses.
+fn normalise(score: f32, generated_len: usize, length_penalty: f32) -> f32 {
+    score / (generated_len as f64).powf(length_penalty as f64) as f32
+}
+
+struct GreedyRow {
+    input: usize,
+    seq: Vec<u32>,
+    score: f32,
+}
+
+impl Search<'_> {
+    fn greedy(
+        &self,
+        state: &mut DecoderState,
+        live: &[usize],
+        out: &mut [Option<Generated>],
+    ) -> Res<()> {
+        let start = self.ctx.params.decoder_start_token_id;
+        let mut rows: Vec<GreedyRow> = live
+            .iter()
+            .map(|&input| GreedyRow {
+                input,
+                seq: vec![start],
+                score: 0.0,
+            })
+            .collect();
+        let mut cur_len = 1;
+        while cur_len < self.ctx.max_length && !rows.is_empty() {
+            let keep: Vec<bool> = rows.iter().map(|r| !(self.cancelled)(r.input)).collect();
+            retain_rows(state, &mut rows, &keep)?;
+            if rows.is_empty() {
+                break;
+            }
+            let tokens: Vec<u32> = rows.iter().map(|r| r.seq[r.seq.len() - 1]).collect();
+            let mut logits = self.model.decode_step(state, &tokens)?;
+            let ctx = &self.ctx;
+            rows.par_iter_mut()
+                .zip(logits.par_chunks_mut(ctx.vocab))
+                .for_each(|(r, row)| {
+                    log_softmax_in_place(row);
+                    ctx.procs.apply(row, &r.seq);
+                    let t = argmax(row);
+                    r.score += row[t];
+                    r.seq.push(t as u32);
+                });
+            cur_len += 1;
+            let mut keep = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let done = r.seq[cur_len - 1] == self.ctx.params.eos_token_id
+                    || cur_len >= self.ctx.max_length;
+                if done {
+                    let score = normalise(r.score, r.seq.len() - 1, self.ctx.params.length_penalty);
+                    out[r.input] = Some(Generated {
+                        ids: r.seq.clone(),
+                        score,
+                    });
+                }
+                keep.push(!done);
+            }
+            retain_rows(state, &mut rows, &keep)?;
+        }
+        for r in rows {
+            // Only reached when max_length <= 1: nothing to generate.
+            out[r.input] = Some(Generated {
+                ids: r.seq,
+                score: 0.0,
+            });
+        }
+        Ok(())
+    }
+
+    fn beam(
+        &self,
+        state: &mut DecoderState,
+        live: &[usize],
+        out: &mut [Option<Generated>],
+    ) -> Res<()> {
+        let nb = self.ctx.params.num_beams;
+        let start = self.ctx.params.decoder_start_token_id;
+        let mut items: Vec<BeamItem> = live.iter().map(|&i| BeamItem::new(i, nb, start)).collect();
+        let mut cur_len = 1;
+        while cur_len < self.ctx.max_length && !items.is_empty() {
+            let keep: Vec<bool> = items.iter().map(|it| !(self.cancelled)(it.input)).collect();
+            if keep.iter().any(|k| !k) {
+                let rows = beam_rows(&keep, nb, |i, b| (i * nb + b) as u32);
+                state.select_rows(&rows)?;
+                items = items
+                    .into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(it, _)| it)
+                    .collect();
+                if items.is_empty() {
+                    break;
+                }
+            }
+            let tokens: Vec<u32> = items
+                .iter()
+                .flat_map(|it| it.running.iter().map(|h| h.seq[h.seq.len() - 1]))
+                .collect();
+            let mut logits = self.model.decode_step(state, &tokens)?;
+            let ctx = &self.ctx;
+            let sources: Vec<Vec<u32>> = items
+                .par_iter_mut()
+                .zip(logits.par_chunks_mut(ctx.vocab * nb))
+                .map(|(it, chunk)| ctx.beam_step(it, chunk, cur_len))
+                .collect();
+            cur_len += 1;
+            let mut keep = Vec::with_capacity(items.len());
+            for it in &mut items {
+                let done =
+                    it.update_heuristic(cur_len, self.ctx.params) || cur_len >= self.ctx.max_length;
+                if done {
+                    out[it.input] = Some(it.best());
+                }
+                keep.push(!done);
+            }
+            let rows = beam_rows(&keep, nb, |i, b| (i * nb) as u32 + sources[i][b]);
+            state.select_rows(&rows)?;
+            items = items
+                .into_iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(it, _)| it)
+                .collect();
+        }
+        for it in items {
+            out[it.input] = Some(it.best());
+        }
+        Ok(())
+    }
+}
+
+impl StepCtx<'_> {
+    /// One beam-search step for one input; returns, per new running beam, its source beam.
+    fn beam_step(&self, it: &mut BeamItem, scores: &mut [f32], cur_len: usize) -> Vec<u32> {
+        let nb = self.params.num_beams;
+        let keep_n = 2 * nb;
+        let mut top: Vec<(f32, usize)> = Vec::with_capacity(keep_n + 1);
+        for (b, row) in scores.chunks_mut(self.vocab).enumerate() {
+            log_softmax_in_place(row);
+            self.procs.apply(row, &it.running[b].seq);
+            let base = it.running[b].score;
+            for (v, &lp) in row.iter().enumerate() {
+                push_top(&mut top, keep_n, lp + base, b * self.vocab + v);
+            }
+        }
+        let cands: Vec<Candidate> = top
+            .iter()
+            .enumerate()
+            .map(|(rank, &(score, flat))| {
+                let token = (flat % self.vocab) as u32;
+                let hits = token == self.params.eos_token_id || cur_len + 1 >= self.max_length;
+                Candidate {
+                    score,
+                    beam: flat / self.vocab,
+                    token,
+                    hits,
+                    top: rank < nb,
+                }
+            })
+            .collect();
+        it.add_finished(&cands, cur_len, self.params);
+        it.next_running(&cands)
+    }
+}
+
+/// Keeps the top `k` (score, index) pairs, descending; earlier indices win ties.
+fn push_top(top: &mut Vec<(f32, usize)>, k: usize, score: f32, idx: usize) {
+    let full = top.len() == k;
+    if score.is_nan() || (full && score <= top[k - 1].0) {
+        return;
+    }
+    let pos = top.partition_point(|&(s, _)| s >= score);
+    top.insert(pos, (score, idx));
+    top.truncate(k);
+}
+
+/// Decoder rows for the next step: for each kept item `i`, beams `row(i, b)`.
+fn beam_rows(keep: &[bool], nb: usize, row: impl Fn(usize, usize) -> u32) -> Vec<u32> {
+    keep.iter()
+        .enumerate()
+        .filter(|(_, k)| **k)
+        .flat_map(|(i, _)| (0..nb).map(move |b| (i, b)))
+        .map(|(i, b)| row(i, b))
+        .collect()
+}
+
+fn retain_rows(state: &mut DecoderState, rows: &mut Vec<GreedyRow>, keep: &[bool]) -> Res<()> {
+    if keep.iter().all(|k| *k) {
+        return Ok(());
+    }
+    let idx: Vec<u32> = (0..rows.len() as u32)
+        .filter(|&i| keep[i as usize])
+        .collect();
+    if !idx.is_empty() {
+        state.select_rows(&idx)?;
+    }
+    let mut k = keep.iter();
+    rows.retain(|_| *k.next().unwrap_or(&false));
+    Ok(())
+}
+
+struct Candidate {
+    score: f32,
+    beam: usize,
+    token: u32,
+    hits: bool,
+    /// Among the first num_beams candidates: only those may become final hypotheses.
+    top: bool,
+}
+
+#[derive(Clone)]
+struct Hyp {
+    seq: Vec<u32>,
+    score: f32,
+    finished: bool,
+}
+
+/// Beam state of one input: running beams and the num_beams best-finished slots.
+struct BeamItem {
+    input: usize,
+    running: Vec<Hyp>,
+    slots: Vec<Hyp>,
+    heuristic_unsatisfied: bool,
+}
+
+impl BeamItem {
+    fn new(input: usize, nb: usize, start: u32) -> Self {
+        let running = (0..nb)
+            .map(|b| Hyp {
+                seq: vec![start],
+                score: if b == 0 { 0.0 } else { NEG },
+                finished: false,
+            })
+            .collect();
+        let slots = vec![
+            Hyp {
+                seq: vec![start],
+                score: NEG,
+                finished: false
+            };
+            nb
+        ];
+        Self {
+            input,
+            running,
+            slots,
+            heuristic_unsatisfied: true,
+        }
+    }
+
+    fn extend(&self, c: &Candidate) -> Vec<u32> {
+        let mut seq = self.running[c.beam].seq.clone();
+        seq.push(c.token);
+        seq
+    }
+
+    /// transformers' `_update_finished_beams`: merge just-finished candidates into the slots.
+    fn add_finished(&mut self, cands: &[Candidate], cur_len: usize, p: &GenerationParams) {
+        let full = p.early_stopping && self.slots.iter().all(|s| s.finished);
+        let mut merged = std::mem::take(&mut self.slots);
+        for c in cands {
+            let mut s = normalise(c.score, cur_len, p.length_penalty);
+            if full {
+                s += NEG;
+            }
+            if !self.heuristic_unsatisfied {
+                s += NEG;
+            }
+            let finished = c.hits && c.top;
+            if !finished {
+                s += NEG;
+            }
+            // Masked candidates can never outrank a real slot; skip cloning them.
+            if s > NEG {
+                merged.push(Hyp {
+                    seq: self.extend(c),
+                    score: s,
+                    finished,
+                });
+            }
+        }
+        merged.sort_by(|a, b| b.score.total_cmp(&a.score));
+        merged.truncate(self.running.len());
+        self.slots = merged;
+    }
+
+    /// transformers' `_get_running_beams_for_next_iteration`; returns source beams.
+    fn next_running(&mut self, cands: &[Candidate]) -> Vec<u32> {
+        let nb = self.running.len();
+        let mut order: Vec<(f32, usize)> = cands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (if c.hits { c.score + NEG } else { c.score }, i))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0));
+        order.truncate(nb);
+        let running = order
+            .iter()
+            .map(|&(score, i)| Hyp {
+                seq: self.extend(&cands[i]),
+                score,
+                finished: false,
+            })
+            .collect();
+        let sources = order.iter().map(|&(_, i)| cands[i].beam as u32).collect();
+        self.running = running;
+        sources
+    }
+
+    /// transformers' `_check_early_stop_heuristic`; returns true when this input is done.
+    fn update_heuristic(&mut self, cur_len: usize, p: &GenerationParams) -> bool {
+        let best = normalise(self.running[0].score, cur_len - 1, p.length_penalty);
+        let worst = self
+            .slots
+            .iter()
+            .map(|s| s.score)
+            .fold(f32::INFINITY, f32::min);
+        let improvable = self
+            .slots
+            .iter()
+            .any(|s| best > if s.finished { worst } else { NEG });
+        self.heuristic_unsatisfied &= improvable;
+        let all_finished = self.slots.iter().all(|s| s.finished);
+        !self.heuristic_unsatisfied || (p.early_stopping && all_finished)
+    }
+
+    fn best(&self) -> Generated {
+        match self.slots.first() {
+            Some(s) if s.finished => Generated {
+                ids: s.seq.clone(),
+                score: s.score,
+            },
+            _ => Generated {
+                ids: self.running[0].seq.clone(),
+                score: self.running[0].score,
+            },
+        }
+    }
+}

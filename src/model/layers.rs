@@ -1,0 +1,383 @@
+//! Transformer building blocks. Weights are stored pre-transposed (`in x out`, contiguous) so
+//! every projection is one plain row-major gemm.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::config::Activation;
+use super::weights::WeightSource;
+use super::ModelError;
+
+type Res<T> = Result<T, ModelError>;
+
+const LN_EPS: f32 = 1e-5;
+
+/// `y = x W^T + b`. With AVX2/FMA the weight is packed into column panels once at load time
+/// (see `ops::pack_panels`); otherwise `W^T` (in, out) is kept contiguous for candle's gemm.
+pub(crate) struct Linear {
+    w: Tensor,
+    bias: Tensor,
+    n: usize,
+    packed: bool,
+}
+
+impl Linear {
+    pub fn load(ws: &mut dyn WeightSource, prefix: &str, d_in: usize, d_out: usize) -> Res<Self> {
+        let w = ws.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let b = ws.get(&format!("{prefix}.bias"), &[d_out])?;
+        Self::from_parts(&w, &b)
+    }
+
+    /// Several projections of the same input fused into one matmul (q/k/v, k/v).
+    pub fn load_fused(ws: &mut dyn WeightSource, prefixes: &[String], d: usize) -> Res<Self> {
+        let mut ws_ = Vec::new();
+        let mut bs = Vec::new();
+        for p in prefixes {
+            ws_.push(ws.get(&format!("{p}.weight"), &[d, d])?);
+            bs.push(ws.get(&format!("{p}.bias"), &[d])?);
+        }
+        Self::from_parts(&Tensor::cat(&ws_, 0)?, &Tensor::cat(&bs, 0)?)
+    }
+
+    /// From a PyTorch-layout weight (out, in) and a bias (out).
+    pub fn from_parts(w: &Tensor, bias: &Tensor) -> Res<Self> {
+        let n = w.dim(0)?;
+        if w.device().is_cpu() && super::ops::packed_available() {
+            let padded = n.next_multiple_of(super::ops::PANEL);
+            let zeros = Tensor::zeros(padded - n, bias.dtype(), bias.device())?;
+            Ok(Self {
+                w: super::ops::pack_panels(w)?,
+                bias: Tensor::cat(&[bias, &zeros], 0)?,
+                n,
+                packed: true,
+            })
+        } else {
+            Ok(Self {
+                w: w.t()?.contiguous()?,
+                bias: bias.clone(),
+                n,
+                packed: false,
+            })
+        }
+    }
+
+    /// Rows of `W` (embedding lookup for the tied output layer) -> (len, in).
+    pub fn weight_rows(&self, ids: &Tensor) -> Res<Tensor> {
+        Ok(if self.packed {
+            super::ops::packed_rows(&self.w, ids)?
+        } else {
+            self.w.index_select(ids, 1)?.t()?.contiguous()?
+        })
+    }
+
+    /// `x` (rows, in) -> row-major (rows, out) values on the CPU, without a tensor copy.
+    pub fn forward_vec(&self, x: &Tensor) -> Res<Vec<f32>> {
+        if self.packed {
+            Ok(super::ops::packed_linear_vec(
+                &x.contiguous()?,
+                &self.w,
+                &self.bias,
+                self.n,
+            )?)
+        } else {
+            Ok(self.forward(x)?.flatten_all()?.to_vec1::<f32>()?)
+        }
+    }
+
+    /// `x`: (..., in) -> (..., out).
+    pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        let dims = x.dims();
+        let d_in = dims[dims.len() - 1];
+        let rows = x.elem_count() / d_in.max(1);
+        let x2 = x.reshape((rows, d_in))?;
+        let y = if self.packed {
+            super::ops::packed_linear(&x2, &self.w, &self.bias, self.n)?
+        } else {
+            x2.matmul(&self.w)?.broadcast_add(&self.bias)?
+        };
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.n;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn load(ws: &mut dyn WeightSource, prefix: &str, d: usize) -> Res<Self> {
+        Ok(Self {
+            weight: ws.get(&format!("{prefix}.weight"), &[d])?,
+            bias: ws.get(&format!("{prefix}.bias"), &[d])?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        Ok(super::ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)?)
+    }
+}
+
+/// Scaled dot-product attention on (B, H, T, hd) tensors; `mask` is additive and broadcast.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res<Tensor> {
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(v)?)
+}
+
+/// (B, T, H*hd) -> (B, H, T, hd), contiguous.
+fn split_heads(x: &Tensor, heads: usize) -> Res<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    let x = x.reshape((b, t, heads, d / heads))?;
+    Ok(if t == 1 {
+        x.reshape((b, heads, 1, d / heads))?
+    } else {
+        x.transpose(1, 2)?.contiguous()?
+    })
+}
+
+/// (B, H, T, hd) -> (B, T, H*hd).
+fn merge_heads(x: &Tensor) -> Res<Tensor> {
+    let (b, h, t, hd) = x.dims4()?;
+    Ok(if t == 1 {
+        x.reshape((b, 1, h * hd))?
+    } else {
+        x.transpose(1, 2)?.reshape((b, t, h * hd))?
+    })
+}
+
+/// Self-attention with fused q/k/v projection.
+pub(crate) struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+    d: usize,
+}
+
+impl SelfAttention {
+    pub fn load(ws: &mut dyn WeightSource, prefix: &str, d: usize, heads: usize) -> Res<Self> {
+        let names = ["q_proj", "k_proj", "v_proj"].map(|p| format!("{prefix}.{p}"));
+        Ok(Self {
+            qkv: Linear::load_fused(ws, &names, d)?,
+            out: Linear::load(ws, &format!("{prefix}.out_proj"), d, d)?,
+            heads,
+            d,
+        })
+    }
+
+    fn scale(&self) -> f64 {
+        ((self.d / self.heads) as f64).powf(-0.5)
+    }
+
+    /// Full-sequence attention (encoder): `x` (B, T, d), `mask` (B, 1, 1, T).
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Res<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
+        let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
+        let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;
+        let ctx = attend(&q, &k, &v, mask, self.scale())?;
+        self.out.forward(&merge_heads(&ctx)?)
+    }
+
+    /// One decoding step: `x` (B, 1, d); the new key/value go into `cache` first.
+    pub fn step(&self, x: &Tensor, cache: &mut KvCache) -> Res<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
+        let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
+        let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;
+        let (k, v) = cache.append(&k, &v)?;
+        let ctx = attend(&q, &k, &v, None, self.scale())?;
+        self.out.forward(&merge_heads(&ctx)?)
+    }
+}
+
+/// Encoder-decoder attention; keys/values are projected once per batch by `project_kv`.
+pub(crate) struct CrossAttention {
+    q: Linear,
+    kv: Linear,
+    out: Linear,
+    heads: usize,
+    d: usize,
+}
+
+impl CrossAttention {
+    pub fn load(ws: &mut dyn WeightSource, prefix: &str, d: usize, heads: usize) -> Res<Self> {
+        let names = ["k_proj", "v_proj"].map(|p| format!("{prefix}.{p}"));
+        Ok(Self {
+            q: Linear::load(ws, &format!("{prefix}.q_proj"), d, d)?,
+            kv: Linear::load_fused(ws, &names, d)?,
+            out: Linear::load(ws, &format!("{prefix}.out_proj"), d, d)?,
+            heads,
+            d,
+        })
+    }
+
+    /// Encoder states (B, S, d) -> (K, V), each (B, H, S, hd).
+    pub fn project_kv(&self, enc: &Tensor) -> Res<(Tensor, Tensor)> {
+        let kv = self.kv.forward(enc)?;
+        let k = split_heads(&kv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
+        let v = split_heads(&kv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
+        Ok((k, v))
+    }
+
+    /// `x` (R, 1, d) decoder rows, `group` consecutive rows per source; `k`/`v`
+    /// (R / group, H, S, hd): the group's queries attend together as one (group x S) block.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        group: usize,
+    ) -> Res<Tensor> {
+        let (r, t, _) = x.dims3()?;
+        let q = self.q.forward(x)?;
+        let scale = ((self.d / self.heads) as f64).powf(-0.5);
+        if group <= 1 || t != 1 {
+            let ctx = attend(&split_heads(&q, self.heads)?, k, v, Some(mask), scale)?;
+            return self.out.forward(&merge_heads(&ctx)?);
+        }
+        let hd = self.d / self.heads;
+        let q = q
+            .reshape((r / group, group, self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let ctx = attend(&q, k, v, Some(mask), scale)?;
+        let ctx = ctx.transpose(1, 2)?.reshape((r, 1, self.d))?;
+        self.out.forward(&ctx)
+    }
+}
+
+pub(crate) struct FeedForward {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl FeedForward {
+    pub fn load(
+        ws: &mut dyn WeightSource,
+        prefix: &str,
+        d: usize,
+        ffn: usize,
+        act: Activation,
+    ) -> Res<Self> {
+        Ok(Self {
+            fc1: Linear::load(ws, &format!("{prefix}.fc1"), d, ffn)?,
+            fc2: Linear::load(ws, &format!("{prefix}.fc2"), ffn, d)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        let h = self.fc1.forward(x)?;
+        let h = match self.act {
+            Activation::Silu => h.silu()?,
+            Activation::Gelu => h.gelu_erf()?,
+            Activation::GeluNew => h.gelu()?,
+            Activation::Relu => h.relu()?,
+        };
+        self.fc2.forward(&h)
+    }
+}
+
+/// Residual sub-layer with post-norm (Marian/BART) or pre-norm.
+pub(crate) fn residual(
+    x: &Tensor,
+    norm: &LayerNorm,
+    pre_norm: bool,
+    f: impl FnOnce(&Tensor) -> Res<Tensor>,
+) -> Res<Tensor> {
+    if pre_norm {
+        Ok((x + f(&norm.forward(x)?)?)?)
+    } else {
+        norm.forward(&(x + f(x)?)?)
+    }
+}
+
+/// Steps added when a cache is full.
+pub(crate) const CACHE_STEP: usize = 32;
+
+/// Per-layer self-attention cache, (B, H, capacity, hd) buffers filled in place.
+pub(crate) struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    /// Second pair of buffers for beam reordering (swapped with k/v each step).
+    spare: Option<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(
+        rows: usize,
+        heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Res<Self> {
+        let shape = (rows, heads, capacity.max(1), head_dim);
+        Ok(Self {
+            k: Tensor::zeros(shape, DType::F32, device)?,
+            v: Tensor::zeros(shape, DType::F32, device)?,
+            spare: None,
+            len: 0,
+        })
+    }
+
+    /// Writes one step (B, H, 1, hd) and returns views of all cached steps.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Res<(Tensor, Tensor)> {
+        let cap = self.k.dim(2)?;
+        if self.len == cap {
+            // Grow by a fixed step: beam reordering copies the whole capacity's rows.
+            self.grow(cap + CACHE_STEP)?;
+        }
+        self.k.slice_set(k, 2, self.len)?;
+        self.v.slice_set(v, 2, self.len)?;
+        self.len += 1;
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
+
+    fn grow(&mut self, cap: usize) -> Res<()> {
+        let (b, h, old, hd) = self.k.dims4()?;
+        let pad = Tensor::zeros((b, h, cap - old, hd), self.k.dtype(), self.k.device())?;
+        self.k = Tensor::cat(&[&self.k, &pad], 2)?;
+        self.v = Tensor::cat(&[&self.v, &pad], 2)?;
+        self.spare = None;
+        Ok(())
+    }
+
+    /// Keeps/reorders rows (beam reordering, finished rows leaving). Same row count (beam
+    /// steps): gathered into a spare buffer that is then swapped in, so nothing is allocated
+    /// per step. Fewer rows: copied into new, smaller buffers.
+    pub fn select_rows(&mut self, idx: &[u32]) -> Res<()> {
+        let (rows, cpu_f32) = (
+            self.k.dim(0)?,
+            self.k.device().is_cpu() && self.k.dtype() == DType::F32,
+        );
+        if idx.len() == rows && cpu_f32 {
+            let (sk, sv) = match self.spare.take() {
+                Some(s) => s,
+                None => (self.k.zeros_like()?, self.v.zeros_like()?),
+            };
+            super::ops::gather_into(&sk, &self.k, idx, self.len)?;
+            super::ops::gather_into(&sv, &self.v, idx, self.len)?;
+            let old_k = std::mem::replace(&mut self.k, sk);
+            let old_v = std::mem::replace(&mut self.v, sv);
+            self.spare = Some((old_k, old_v));
+        } else {
+            let cap = self.k.dim(2)?;
+            self.k = super::ops::gather_cache(&self.k, idx, self.len, cap)?;
+            self.v = super::ops::gather_cache(&self.v, idx, self.len, cap)?;
+            self.spare = None;
+        }
+        Ok(())
+    }
+}

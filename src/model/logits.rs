@@ -1,0 +1,106 @@
+//! Logits processors with transformers' semantics, applied in place to one row of scores.
+//! Order as in `_get_logits_processor`: no-repeat-ngram, bad words, min length, forced BOS,
+//! forced EOS.
+
+use super::config::GenerationParams;
+
+pub(crate) struct Processors {
+    no_repeat: usize,
+    banned_single: Vec<u32>,
+    banned_seqs: Vec<Vec<u32>>,
+    min_length: usize,
+    forced_bos: Option<u32>,
+    forced_eos: Option<u32>,
+    eos: u32,
+    max_length: usize,
+}
+
+impl Processors {
+    pub fn new(p: &GenerationParams, max_length: usize) -> Self {
+        // transformers drops bad-word entries that are exactly the EOS token.
+        let bad: Vec<&Vec<u32>> = p
+            .bad_words_ids
+            .iter()
+            .filter(|w| !w.is_empty() && w.as_slice() != [p.eos_token_id])
+            .collect();
+        Self {
+            no_repeat: p.no_repeat_ngram_size,
+            banned_single: bad.iter().filter(|w| w.len() == 1).map(|w| w[0]).collect(),
+            banned_seqs: bad.into_iter().filter(|w| w.len() > 1).cloned().collect(),
+            min_length: p.min_length,
+            forced_bos: p.forced_bos_token_id,
+            forced_eos: p.forced_eos_token_id,
+            eos: p.eos_token_id,
+            max_length,
+        }
+    }
+
+    /// `seq` is the whole decoder sequence so far (start token included).
+    pub fn apply(&self, scores: &mut [f32], seq: &[u32]) {
+        let cur_len = seq.len();
+        let ban = |scores: &mut [f32], t: u32| {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        };
+        if self.no_repeat > 0 && cur_len + 1 >= self.no_repeat {
+            let n = self.no_repeat;
+            let prefix = &seq[cur_len + 1 - n..];
+            for w in seq.windows(n) {
+                if &w[..n - 1] == prefix {
+                    ban(scores, w[n - 1]);
+                }
+            }
+        }
+        for &t in &self.banned_single {
+            ban(scores, t);
+        }
+        for w in &self.banned_seqs {
+            let (last, head) = w.split_last().unwrap_or((&0, &[]));
+            if seq.ends_with(head) {
+                ban(scores, *last);
+            }
+        }
+        if cur_len < self.min_length {
+            ban(scores, self.eos);
+        }
+        if let Some(bos) = self.forced_bos.filter(|_| cur_len == 1) {
+            force(scores, bos);
+        }
+        if let Some(eos) = self.forced_eos.filter(|_| cur_len + 1 == self.max_length) {
+            force(scores, eos);
+        }
+    }
+}
+
+/// Everything -inf except `t`, which gets 0.
+fn force(scores: &mut [f32], t: u32) {
+    scores.fill(f32::NEG_INFINITY);
+    if let Some(s) = scores.get_mut(t as usize) {
+        *s = 0.0;
+    }
+}
+
+/// In-place log-softmax in f32 (as transformers computes it on fp32 logits).
+pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return;
+    }
+    let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
+    let lse = sum.ln() as f32;
+    for x in row.iter_mut() {
+        *x = (*x - max) - lse;
+    }
+}
+
+/// Index of the first maximum (torch.argmax picks the first on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,55 @@
+//! Seq2seq inference engine (MarianMT / BART) on candle, with Hugging Face `generate` semantics.
+
+pub mod bench;
+mod config;
+mod generate;
+mod layers;
+mod logits;
+mod ops;
+mod seq2seq;
+mod weights;
+
+pub use candle_core::Device;
+pub use config::{Activation, GenerationOverrides, GenerationParams, ModelConfig, ModelFamily};
+pub use seq2seq::Seq2SeqModel;
+pub use weights::sinusoidal_positions;
+
+/// One generated sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// Generated ids, decoder start token first (as transformers returns them), no padding.
+    pub ids: Vec<u32>,
+    /// Beam search: the length-normalised log-probability transformers reports as
+    /// `sequences_scores`. Greedy: the same quantity for the greedy path (sum of processed
+    /// log-probs / generated_len^length_penalty).
+    pub score: f32,
+}
+
+/// Errors of loading and running a model.
+#[derive(thiserror::Error, Debug)]
+pub enum ModelError {
+    #[error("config error: {0}")]
+    Config(String),
+    #[error("missing tensor {name:?} in the weights file")]
+    MissingTensor { name: String },
+    #[error("tensor {name:?} has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("cannot read weights file {path}: {reason}")]
+    Weights { path: String, reason: String },
+    #[error("no model.safetensors or pytorch_model.bin in {0}")]
+    NoWeights(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("candle error: {0}")]
+    Candle(#[from] candle_core::Error),
+}

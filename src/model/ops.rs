@@ -1,0 +1,486 @@
+//! CPU kernels candle lacks in the precision we need.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+/// Layer norm with a two-pass mean/variance. candle-nn's fused kernel uses E[x²]−E[x]² in
+/// f32, which loses digits on residual streams; parity with PyTorch needs the stable form.
+struct LayerNormOp {
+    eps: f32,
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("layer norm needs contiguous inputs"),
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "tarjama-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+            contiguous(s3, l3)?,
+        );
+        let d = gamma.len();
+        if d == 0 || beta.len() != d || x.len() % d != 0 {
+            candle_core::bail!("layer norm: shape mismatch");
+        }
+        let mut out = vec![0f32; x.len()];
+        for (src, dst) in x.chunks(d).zip(out.chunks_mut(d)) {
+            let mean = (src.iter().map(|&v| v as f64).sum::<f64>() / d as f64) as f32;
+            let var = src
+                .iter()
+                .map(|&v| ((v - mean) as f64).powi(2))
+                .sum::<f64>()
+                / d as f64;
+            let rstd = 1.0 / ((var as f32) + self.eps).sqrt();
+            for (i, o) in dst.iter_mut().enumerate() {
+                *o = (src[i] - mean) * rstd * gamma[i] + beta[i];
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Normalises over the last dimension.
+pub(crate) fn layer_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?
+            .apply_op3_no_bwd(gamma, beta, &LayerNormOp { eps })
+    } else {
+        candle_nn::ops::layer_norm_slow(x, gamma, beta, eps)
+    }
+}
+
+/// Columns per packed panel (two AVX vectors).
+pub(crate) const PANEL: usize = 16;
+
+/// A weight `W` (n, k) packed once at load time into column panels of `W^T`: panel `p` holds
+/// rows `16p..16p+16` of `W` interleaved over k, `(k, 16)` contiguous, zero-padded. The
+/// kernel then streams each panel sequentially (what gemm's per-call packing would do).
+pub(crate) fn pack_panels(w: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let w = w.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![0f32; panels * k * PANEL];
+    for (row, v) in w.iter().enumerate() {
+        let base = (row / PANEL) * k * PANEL + row % PANEL;
+        for (i, &x) in v.iter().enumerate() {
+            out[base + i * PANEL] = x;
+        }
+    }
+    Tensor::from_vec(out, (panels, k, PANEL), &candle_core::Device::Cpu)
+}
+
+/// `y = x W^T + b` with `W` packed by [`pack_panels`], for any number of rows: `x` (m, k),
+/// `b` padded to a whole number of panels. Each output is accumulated over k in order with
+/// FMAs, like BLAS microkernels, which keeps us close to PyTorch's rounding.
+struct PackedLinear {
+    n: usize,
+}
+
+/// Rows per register tile: 6 x 16 outputs = 12 accumulators, as in BLAS kernels.
+const TILE_ROWS: usize = 6;
+
+/// Rows of `x` handled per pass over the weights, so they stay in L2.
+const ROW_CHUNK: usize = 96;
+
+impl CustomOp3 for PackedLinear {
+    fn name(&self) -> &'static str {
+        "tarjama-packed-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+            contiguous(s3, l3)?,
+        );
+        let (m, k) = l1.shape().dims2()?;
+        let (panels, k2, width) = l2.shape().dims3()?;
+        let n = self.n;
+        if k != k2 || width != PANEL || panels * PANEL < n || b.len() != panels * PANEL {
+            candle_core::bail!(
+                "packed linear: shape mismatch x {m}x{k}, w {panels}x{k2}x{width}, n {n}"
+            );
+        }
+        let y = packed_matmul(x, w, b, m, n, k, panels);
+        Ok((CpuStorage::F32(y), Shape::from_dims(&[m, n])))
+    }
+}
+
+/// `x` (m, k) times packed `w` (panels, k, 16) plus `b` -> new (m, n) buffer.
+pub(crate) fn packed_matmul(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    panels: usize,
+) -> Vec<f32> {
+    // Every element is written by the kernel; skipping the zero fill saves a pass over
+    // logits-sized buffers each step.
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    for r0 in (0..m).step_by(ROW_CHUNK) {
+        let rows = ROW_CHUNK.min(m - r0);
+        let xs = &x[r0 * k..(r0 + rows) * k];
+        // SAFETY: rows r0..r0+rows of the allocation, written before set_len below.
+        let ys = unsafe { y.as_mut_ptr().add(r0 * n) };
+        skinny::run(xs, w, b, ys, rows, n, k, panels);
+    }
+    // SAFETY: the kernel wrote all m*n outputs (every row, every column < n).
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// Packed linear straight into a `Vec` (the logits, consumed on the CPU).
+pub(crate) fn packed_linear_vec(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    n: usize,
+) -> candle_core::Result<Vec<f32>> {
+    let (m, k) = x.dims2()?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let (panels, k2, _) = w.dims3()?;
+    if k != k2 || b.dim(0)? != panels * PANEL {
+        candle_core::bail!("packed linear: shape mismatch");
+    }
+    let (ws, wl) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(wc) = &*ws else {
+        candle_core::bail!("packed linear: weights must be on the CPU");
+    };
+    let wv = contiguous(wc, wl)?;
+    let bv = b.to_vec1::<f32>()?;
+    Ok(packed_matmul(&xs, wv, &bv, m, n, k, panels))
+}
+
+/// Whether the packed kernel can run here (x86-64 with AVX2 and FMA).
+pub(crate) fn packed_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `x` (m, k), packed `w`, padded `b` -> (m, n). Caller checks `packed_available`.
+pub(crate) fn packed_linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    n: usize,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(w, b, &PackedLinear { n })
+}
+
+/// Rows `ids` of the packed `W` (the tied embedding lookup) -> (len, k).
+struct PackedRows;
+
+impl candle_core::CustomOp2 for PackedRows {
+    fn name(&self) -> &'static str {
+        "tarjama-packed-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = contiguous(s1, l1)?;
+        let ids = match l2.contiguous_offsets() {
+            Some((a, b)) => &s2.as_slice::<u32>()?[a..b],
+            None => candle_core::bail!("packed rows: ids must be contiguous"),
+        };
+        let (panels, k, _) = l1.shape().dims3()?;
+        let mut out = Vec::with_capacity(ids.len() * k);
+        for &id in ids {
+            let id = id as usize;
+            if id >= panels * PANEL {
+                candle_core::bail!("packed rows: id {id} out of range");
+            }
+            let base = (id / PANEL) * k * PANEL + id % PANEL;
+            out.extend((0..k).map(|i| w[base + i * PANEL]));
+        }
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[ids.len(), k])))
+    }
+}
+
+pub(crate) fn packed_rows(w: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    w.apply_op2_no_bwd(ids, &PackedRows)
+}
+
+mod skinny {
+    /// Output pointer shared by tasks that write disjoint columns.
+    #[derive(Clone, Copy)]
+    struct OutPtr(*mut f32);
+    // SAFETY: every task writes only the columns of its own panels.
+    unsafe impl Send for OutPtr {}
+    unsafe impl Sync for OutPtr {}
+
+    /// `x` (m, k) regrouped k-major in blocks of TILE_ROWS rows (zero-padded), so the kernel's
+    /// broadcasts read consecutive addresses, as BLAS packs its left operand.
+    fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+        let t = super::TILE_ROWS;
+        let blocks = m.div_ceil(t);
+        let mut out = vec![0f32; blocks * k * t];
+        for r in 0..m {
+            let base = (r / t) * k * t + r % t;
+            for (i, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
+                out[base + i * t] = v;
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: *mut f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        panels: usize,
+    ) {
+        let tasks = rayon::current_num_threads().clamp(1, panels.max(1));
+        let per = panels.div_ceil(tasks);
+        let out = OutPtr(y);
+        let xk = pack_rows(x, m, k);
+        let x = xk.as_slice();
+        rayon::scope(|s| {
+            for t in 0..tasks {
+                let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
+                if p0 >= p1 {
+                    continue;
+                }
+                s.spawn(move |_| {
+                    let out = out;
+                    // SAFETY: avx2/fma checked by the caller; shapes checked in cpu_fwd, so
+                    // every index stays inside x (m*k), w (panels*k*16), b, y (m*n).
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        super::avx::panels(x, w, b, out.0, m, n, k, p0, p1)
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        let _ = (x, w, b, out, m, n, k, p0, p1);
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::{PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// Panels p0..p1 of y = x W^T + b.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn panels(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: *mut f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        p0: usize,
+        p1: usize,
+    ) {
+        for p in p0..p1 {
+            let wp = w.as_ptr().add(p * k * PANEL);
+            let mut r = 0;
+            while r < m {
+                let left = m - r;
+                let mut tile = [[0f32; PANEL]; TILE_ROWS];
+                match left {
+                    6.. => block::<6>(x, wp, k, r, &mut tile),
+                    5 => block::<5>(x, wp, k, r, &mut tile),
+                    4 => block::<4>(x, wp, k, r, &mut tile),
+                    3 => block::<3>(x, wp, k, r, &mut tile),
+                    2 => block::<2>(x, wp, k, r, &mut tile),
+                    _ => block::<1>(x, wp, k, r, &mut tile),
+                }
+                let c0 = p * PANEL;
+                let cols = PANEL.min(n - c0);
+                for (dr, row) in tile.iter().enumerate().take(left.min(TILE_ROWS)) {
+                    let dst = y.add((r + dr) * n + c0);
+                    for (c, v) in row.iter().enumerate().take(cols) {
+                        *dst.add(c) = v + b[c0 + c];
+                    }
+                }
+                r += left.min(TILE_ROWS);
+            }
+        }
+    }
+
+    /// R rows of x times one panel, accumulated over k in order.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        x: &[f32],
+        wp: *const f32,
+        k: usize,
+        r0: usize,
+        tile: &mut [[f32; PANEL]; TILE_ROWS],
+    ) {
+        // Packed x: block r0 / TILE_ROWS, k-major, TILE_ROWS values per k.
+        let xp = x.as_ptr().add((r0 / TILE_ROWS) * k * TILE_ROWS);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for i in 0..k {
+            let w0 = _mm256_loadu_ps(wp.add(i * PANEL));
+            let w1 = _mm256_loadu_ps(wp.add(i * PANEL + 8));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm256_broadcast_ss(&*xp.add(i * TILE_ROWS + r));
+                a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(tile[r].as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(tile[r].as_mut_ptr().add(8), a[1]);
+        }
+    }
+}
+
+/// Cache rows `idx` of a (B, H, cap, hd) buffer into a new (B', H, new_cap, hd) one, copying
+/// only the first `len` steps (the spare capacity is zeroed): beam reordering then costs what
+/// is cached, not the capacity.
+struct GatherCache<'a> {
+    idx: &'a [u32],
+    len: usize,
+    new_cap: usize,
+}
+
+impl candle_core::CustomOp1 for GatherCache<'_> {
+    fn name(&self) -> &'static str {
+        "tarjama-gather-cache"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = contiguous(s, l)?;
+        let (b, h, cap, hd) = l.shape().dims4()?;
+        let new_cap = self.new_cap;
+        if self.len > cap || self.len > new_cap || self.idx.iter().any(|&i| i as usize >= b) {
+            candle_core::bail!("gather cache: index out of range");
+        }
+        let (row, head, used) = (h * cap * hd, cap * hd, self.len * hd);
+        // Each element written once: cached steps copied, the spare capacity zeroed.
+        let mut out = Vec::with_capacity(self.idx.len() * h * new_cap * hd);
+        for &i in self.idx {
+            let from = &src[i as usize * row..(i as usize + 1) * row];
+            for f in from.chunks(head) {
+                out.extend_from_slice(&f[..used]);
+                out.extend(std::iter::repeat_n(0f32, (new_cap - self.len) * hd));
+            }
+        }
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from_dims(&[self.idx.len(), h, new_cap, hd]),
+        ))
+    }
+}
+
+/// See [`GatherCache`]; off the f32 CPU path the capacity is kept.
+pub(crate) fn gather_cache(
+    t: &Tensor,
+    idx: &[u32],
+    len: usize,
+    new_cap: usize,
+) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() && t.dtype() == candle_core::DType::F32 {
+        t.apply_op1_no_bwd(&GatherCache { idx, len, new_cap })
+    } else {
+        let ids = Tensor::new(idx, t.device())?;
+        t.index_select(&ids, 0)
+    }
+}
+
+/// [`GatherCache`] into an existing buffer of the same shape (beam reordering with
+/// double-buffered caches: no allocation, no page faults, nothing zeroed per step).
+struct GatherInto<'a> {
+    idx: &'a [u32],
+    len: usize,
+}
+
+impl candle_core::InplaceOp2 for GatherInto<'_> {
+    fn name(&self) -> &'static str {
+        "tarjama-gather-into"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let src = contiguous(s2, l2)?;
+        let (b, h, cap, hd) = l2.shape().dims4()?;
+        if l1.shape() != l2.shape() || l1.start_offset() != 0 || !l1.is_contiguous() {
+            candle_core::bail!("gather into: buffers differ");
+        }
+        if self.idx.len() != b || self.len > cap || self.idx.iter().any(|&i| i as usize >= b) {
+            candle_core::bail!("gather into: index out of range");
+        }
+        let CpuStorage::F32(dst) = s1 else {
+            candle_core::bail!("gather into: f32 only");
+        };
+        let (row, head, used) = (h * cap * hd, cap * hd, self.len * hd);
+        for (d_row, &i) in dst.chunks_mut(row).zip(self.idx) {
+            let from = &src[i as usize * row..(i as usize + 1) * row];
+            for (d, f) in d_row.chunks_mut(head).zip(from.chunks(head)) {
+                d[..used].copy_from_slice(&f[..used]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes rows `idx` (first `len` steps) of `src` into `dst`, same shape; f32 CPU only.
+pub(crate) fn gather_into(
+    dst: &Tensor,
+    src: &Tensor,
+    idx: &[u32],
+    len: usize,
+) -> candle_core::Result<()> {
+    dst.inplace_op2(src, &GatherInto { idx, len })
+}
