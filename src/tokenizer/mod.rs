@@ -1,0 +1,168 @@
+//! Tokenizers for the translation (MarianMT) and summarisation (BART) models,
+//! loaded from a Hugging Face model folder without Python or network access.
+
+mod bart;
+mod marian;
+mod normalizer;
+pub mod proto;
+mod spm;
+mod trie;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use bart::BartTokenizer;
+pub use marian::MarianTokenizer;
+pub use spm::SpmModel;
+
+/// Errors from loading or running a tokenizer. File errors name the file.
+#[derive(thiserror::Error, Debug)]
+pub enum TokenizerError {
+    #[error("missing tokenizer file {}", .0.display())]
+    MissingFile(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no tokenizer in {}: expected source.spm, tokenizer.json or vocab.json + merges.txt", .0.display())]
+    NoTokenizer(PathBuf),
+    #[error("corrupt SentencePiece model {}: {reason}", path.display())]
+    CorruptSpm { path: PathBuf, reason: String },
+    #[error("bad vocabulary {}: {reason}", path.display())]
+    BadVocab { path: PathBuf, reason: String },
+    #[error("bad BPE merges {}: {reason}", path.display())]
+    BadMerges { path: PathBuf, reason: String },
+    #[error("bad tokenizer.json {}: {reason}", path.display())]
+    BadTokenizerJson { path: PathBuf, reason: String },
+    #[error("bad tokenizer config {}: {reason}", path.display())]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("encoding failed: {0}")]
+    Encode(String),
+    #[error("decoding failed: {0}")]
+    Decode(String),
+}
+
+/// The tokenizer of one model folder.
+// Built once per model and shared, so variant size is irrelevant.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Tokenizer {
+    Marian(MarianTokenizer),
+    Bart(BartTokenizer),
+}
+
+impl Tokenizer {
+    /// Marian if `source.spm` exists, else BART (`tokenizer.json` or `vocab.json` + `merges.txt`).
+    pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        if dir.join("source.spm").is_file() {
+            return Ok(Self::Marian(MarianTokenizer::from_dir(dir)?));
+        }
+        let has = |name: &str| dir.join(name).is_file();
+        if has("tokenizer.json") || (has("vocab.json") && has("merges.txt")) {
+            return Ok(Self::Bart(BartTokenizer::from_dir(dir)?));
+        }
+        Err(TokenizerError::NoTokenizer(dir.to_path_buf()))
+    }
+
+    /// Model input ids including special tokens (`</s>`; `<s> … </s>` for BART).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        match self {
+            Self::Marian(t) => t.encode(text),
+            Self::Bart(t) => t.encode(text),
+        }
+    }
+
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TokenizerError> {
+        match self {
+            Self::Marian(t) => t.encode_batch(texts),
+            Self::Bart(t) => t.encode_batch(texts),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
+        match self {
+            Self::Marian(t) => t.decode(ids, skip_special_tokens),
+            Self::Bart(t) => t.decode(ids, skip_special_tokens),
+        }
+    }
+
+    pub fn decode_batch(
+        &self,
+        ids: &[Vec<u32>],
+        skip_special_tokens: bool,
+    ) -> Result<Vec<String>, TokenizerError> {
+        match self {
+            Self::Marian(t) => t.decode_batch(ids, skip_special_tokens),
+            Self::Bart(t) => t.decode_batch(ids, skip_special_tokens),
+        }
+    }
+
+    /// `encode(text).len()`.
+    pub fn token_count(&self, text: &str) -> Result<usize, TokenizerError> {
+        match self {
+            Self::Marian(t) => t.token_count(text),
+            Self::Bart(t) => Ok(t.encode(text)?.len()),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Marian(t) => t.vocab_size(),
+            Self::Bart(t) => t.vocab_size(),
+        }
+    }
+}
+
+/// `dir/name`, or `MissingFile` naming it.
+fn require(dir: &Path, name: &str) -> Result<PathBuf, TokenizerError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TokenizerError::MissingFile(path))
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TokenizerError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => TokenizerError::MissingFile(path.to_path_buf()),
+        _ => TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// Upper bound on vocabulary ids (real vocabularies are far below it).
+const MAX_VOCAB_ID: u32 = 1 << 24;
+
+/// Reads a `{"piece": id, ...}` vocabulary with unique ids.
+fn read_vocab_json(path: &Path) -> Result<HashMap<String, u32>, TokenizerError> {
+    let bytes = read_file(path)?;
+    let bad = |reason: String| TokenizerError::BadVocab {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let vocab: HashMap<String, u32> = serde_json::from_slice(&bytes).map_err(|e| {
+        let kind = if e.is_data() {
+            "expected an object of piece -> id"
+        } else {
+            "invalid JSON"
+        };
+        bad(format!("{kind}: {e}"))
+    })?;
+    if vocab.is_empty() {
+        return Err(bad("empty vocabulary".into()));
+    }
+    // Ids index dense tables, so an absurd id must not allocate gigabytes.
+    if let Some((piece, id)) = vocab.iter().find(|(_, &id)| id >= MAX_VOCAB_ID) {
+        return Err(bad(format!("id {id} of {piece:?} is out of range")));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(vocab.len());
+    if let Some((piece, id)) = vocab.iter().find(|(_, id)| !seen.insert(**id)) {
+        return Err(bad(format!("id {id} is used twice (e.g. by {piece:?})")));
+    }
+    Ok(vocab)
+}
