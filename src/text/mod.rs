@@ -1,0 +1,31 @@
+//! Arabic text handling for tarjama: normalisation (with offsets back to the
+//! client's text), paragraph/sentence segmentation under a token budget,
+//! reassembly of translations, and script-based language detection.
+//!
+//! Everything here is a pure, infallible function: any `&str` is accepted
+//! and nothing panics (all indexing is by char, never by byte).
+//!
+//! Typical use:
+//! ```
+//! use tarjama::text::{normalize, segment, reassemble, NormalizeOptions};
+//! let n = normalize("قال: ۳٫۵ مليون.  ثم غادر!", &NormalizeOptions::default());
+//! let count = |s: &str| s.split_whitespace().count();
+//! let doc = segment(&n.text, 512, &count);
+//! assert_eq!(doc.segments.len(), 2);
+//! assert_eq!(doc.segments[0].text, "قال: 3.5 مليون.");
+//! let s = &doc.segments[1];
+//! assert_eq!(n.original_span(s.start, s.start + s.text.chars().count()), (17, 25));
+//! let english = reassemble(&doc, &["He said: 3.5 million.".into(), "Then left!".into()]);
+//! assert_eq!(english, "He said: 3.5 million. Then left!");
+//! ```
+
+mod chars;
+mod language;
+mod normalize;
+mod segment;
+mod sentence;
+
+pub use language::{detect_language, detect_script, DetectedLanguage, LetterCounts, Script};
+pub use normalize::{normalize, NormalizeOptions, Normalized, BOILERPLATE};
+pub use segment::{reassemble, segment, Document, Paragraph, Segment, SplitKind};
+pub use sentence::ABBREVIATIONS;
