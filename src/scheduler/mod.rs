@@ -1,0 +1,308 @@
+//! Dynamic batching between the API and a model.
+//!
+//! Requests hand in their sentences (already tokenised); one dedicated inference thread owns
+//! the model and takes batches from a bounded queue. Batches form without timers: work piles
+//! up while the previous batch runs, so a busy server batches more. Sentences from different
+//! requests share a batch (round-robin, a bounded share each, so a 5 000-sentence job cannot
+//! starve a one-sentence request). Dropping a [`Ticket`] (client gone, deadline passed) removes
+//! its queued sentences at once and its running rows leave the batch at the next decoding step.
+
+mod queue;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use queue::{PendingRequest, Queue};
+
+/// Generation settings a request may override; `None` means the model's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenOptions {
+    pub num_beams: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub length_penalty: Option<f32>,
+}
+
+/// What a backend returns for one input row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub score: f32,
+}
+
+/// The model side of the scheduler: runs one batch. Implemented by the real engine
+/// ([`crate::pipeline::ModelBackend`]) and by test doubles.
+pub trait Backend: Send + 'static {
+    /// Generates for every row; a row for which `cancelled(row)` turns true may be dropped
+    /// (returned as `None`) at the next decoding step.
+    fn generate(
+        &mut self,
+        inputs: &[Vec<u32>],
+        options: &GenOptions,
+        cancelled: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Option<Generation>>, String>;
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("the server is busy: {queued} tokens are queued and this request needs {needed} more (limit {limit}); retry later")]
+    QueueFull {
+        queued: usize,
+        needed: usize,
+        limit: usize,
+    },
+    #[error("the deadline passed before the work was done")]
+    DeadlineExceeded,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// One finished sentence of a request.
+#[derive(Clone, Debug)]
+pub struct SentenceOutput {
+    /// Index of the sentence in the submitted list.
+    pub index: usize,
+    pub generation: Generation,
+    pub input_tokens: usize,
+    /// Which batch ran it (sentences of one batch share its inference time).
+    pub batch: u64,
+    pub queue_time: Duration,
+    pub inference_time: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Budget of one batch: padded source tokens × beams.
+    pub max_batch_tokens: usize,
+    /// Most rows (sentences) in one batch.
+    pub max_batch_size: usize,
+    /// Budget of everything waiting: source tokens × beams; past it, new work is refused.
+    pub max_queued_tokens: usize,
+    /// Most sentences one request may put into one batch while others wait.
+    pub max_share_per_request: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 4096,
+            max_batch_size: 32,
+            max_queued_tokens: 262_144,
+            max_share_per_request: 8,
+        }
+    }
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub batches: AtomicU64,
+    pub computed_sentences: AtomicU64,
+    pub dropped_sentences: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub generated_tokens: AtomicU64,
+}
+
+/// Per-request flags the worker reads while the request's rows run.
+#[derive(Debug)]
+pub(crate) struct RequestState {
+    cancelled: AtomicBool,
+    deadline: Option<Instant>,
+}
+
+impl RequestState {
+    fn is_dead(&self, now: Instant) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| now >= d)
+    }
+}
+
+pub(crate) struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    config: SchedulerConfig,
+    stats: SchedulerStats,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding the lock cannot leave the queue half-updated in a way that
+        // matters more than stopping the service would, so keep serving.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to a running scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    worker: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Scheduler {
+    /// Starts the inference thread that owns `backend`.
+    pub fn start<B: Backend>(
+        backend: B,
+        config: SchedulerConfig,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            config,
+            stats: SchedulerStats::default(),
+        });
+        let worker_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("infer-{name}"))
+            .spawn(move || worker::run(worker_shared, backend))?;
+        Ok(Self {
+            shared,
+            worker: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Queues `sentences` (token ids) for generation. Fails at once with `QueueFull` when the
+    /// queue's token budget would be exceeded; nothing already queued is affected.
+    pub fn submit(
+        &self,
+        sentences: Vec<Vec<u32>>,
+        options: GenOptions,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket, SchedulerError> {
+        let state = Arc::new(RequestState {
+            cancelled: AtomicBool::new(false),
+            deadline,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let total = sentences.len();
+        let id = {
+            let mut queue = self.shared.lock();
+            if queue.closed {
+                return Err(SchedulerError::ShuttingDown);
+            }
+            let pending = PendingRequest::new(sentences, options, state.clone(), tx);
+            let needed = pending.cost();
+            let limit = self.shared.config.max_queued_tokens;
+            // An empty queue always admits one request, however large, so a request
+            // over the budget is never refused forever; the API bounds request sizes.
+            if queue.queued_tokens > 0 && queue.queued_tokens + needed > limit {
+                return Err(SchedulerError::QueueFull {
+                    queued: queue.queued_tokens,
+                    needed,
+                    limit,
+                });
+            }
+            queue.push(pending)
+        };
+        self.shared.wake.notify_one();
+        Ok(Ticket {
+            id,
+            total,
+            received: 0,
+            rx,
+            state,
+            shared: self.shared.clone(),
+        })
+    }
+
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.shared.stats
+    }
+
+    /// Tokens (× beams) waiting in the queue.
+    pub fn queued_tokens(&self) -> usize {
+        self.shared.lock().queued_tokens
+    }
+
+    /// Refuses new work, lets queued work finish, then stops the inference thread.
+    pub fn shutdown(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("inference thread ended with a panic");
+            }
+        }
+    }
+}
+
+/// A request's claim on its results. Dropping it cancels whatever has not run yet.
+pub struct Ticket {
+    id: u64,
+    total: usize,
+    received: usize,
+    rx: mpsc::UnboundedReceiver<Result<SentenceOutput, SchedulerError>>,
+    state: Arc<RequestState>,
+    shared: Arc<Shared>,
+}
+
+impl Ticket {
+    /// The next finished sentence (in completion order), `None` once all have arrived.
+    pub async fn next(&mut self) -> Option<Result<SentenceOutput, SchedulerError>> {
+        if self.received == self.total {
+            return None;
+        }
+        let item = self.rx.recv().await;
+        match item {
+            Some(Ok(out)) => {
+                self.received += 1;
+                Some(Ok(out))
+            }
+            Some(Err(e)) => {
+                self.received = self.total;
+                Some(Err(e))
+            }
+            // The worker is gone (shutdown raced with this request).
+            None => {
+                self.received = self.total;
+                Some(Err(SchedulerError::ShuttingDown))
+            }
+        }
+    }
+
+    /// All sentences, in submission order.
+    pub async fn collect(mut self) -> Result<Vec<SentenceOutput>, SchedulerError> {
+        let mut outputs: Vec<Option<SentenceOutput>> = vec![None; self.total];
+        while let Some(item) = self.next().await {
+            let out = item?;
+            let index = out.index;
+            if let Some(slot) = outputs.get_mut(index) {
+                *slot = Some(out);
+            }
+        }
+        outputs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| SchedulerError::Inference("a sentence got no result".into())))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.received == self.total {
+            return;
+        }
+        self.state.cancelled.store(true, Ordering::Relaxed);
+        let removed = self.shared.lock().remove(self.id);
+        self.shared
+            .stats
+            .dropped_sentences
+            .fetch_add(removed as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,132 @@
+//! The inference thread: takes batches, runs them on the backend, answers each row's request.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::queue::{Batch, Row};
+use super::{Backend, Generation, SchedulerError, SentenceOutput, Shared};
+
+pub(crate) fn run<B: Backend>(shared: Arc<Shared>, mut backend: B) {
+    while let Some(batch) = next_batch(&shared) {
+        run_batch(&shared, &mut backend, batch);
+    }
+    tracing::debug!("inference thread stopped");
+}
+
+/// Blocks until a batch is ready; `None` once the scheduler is closed and drained.
+fn next_batch(shared: &Shared) -> Option<Batch> {
+    let mut queue = shared.lock();
+    loop {
+        let dropped = queue.purge_dead(Instant::now());
+        if dropped > 0 {
+            shared
+                .stats
+                .dropped_sentences
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        if let Some(batch) = queue.take_batch(&shared.config) {
+            return Some(batch);
+        }
+        if queue.closed && queue.is_empty() {
+            return None;
+        }
+        queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+fn run_batch<B: Backend>(shared: &Shared, backend: &mut B, batch: Batch) {
+    let started = Instant::now();
+    let inputs: Vec<Vec<u32>> = batch.rows.iter().map(|r| r.ids.clone()).collect();
+    let cancelled = |row: usize| {
+        batch
+            .rows
+            .get(row)
+            .is_none_or(|r| r.state.is_dead(Instant::now()))
+    };
+    let span = tracing::debug_span!("batch", rows = batch.rows.len());
+    let _enter = span.enter();
+    // A panic in one batch must fail only that batch's requests; the loop keeps serving.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        backend.generate(&inputs, &batch.options, &cancelled)
+    }))
+    .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+    let elapsed = started.elapsed();
+    let batch_id = shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(outputs) if outputs.len() == batch.rows.len() => {
+            tracing::debug!(ms = elapsed.as_millis() as u64, "batch done");
+            answer_rows(shared, batch.rows, outputs, (batch_id, started, elapsed));
+        }
+        Ok(outputs) => fail_rows(
+            shared,
+            batch.rows,
+            format!(
+                "backend returned {} rows for {} inputs",
+                outputs.len(),
+                inputs.len()
+            ),
+        ),
+        Err(message) => {
+            tracing::error!(%message, "batch failed");
+            fail_rows(shared, batch.rows, message);
+        }
+    }
+}
+
+fn answer_rows(
+    shared: &Shared,
+    rows: Vec<Row>,
+    outputs: Vec<Option<Generation>>,
+    (batch, started, elapsed): (u64, Instant, std::time::Duration),
+) {
+    for (row, output) in rows.into_iter().zip(outputs) {
+        match output {
+            Some(generation) => {
+                shared
+                    .stats
+                    .computed_sentences
+                    .fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .generated_tokens
+                    .fetch_add(generation.ids.len() as u64, Ordering::Relaxed);
+                let out = SentenceOutput {
+                    index: row.index,
+                    input_tokens: row.ids.len(),
+                    generation,
+                    batch,
+                    queue_time: started.saturating_duration_since(row.enqueued_at),
+                    inference_time: elapsed,
+                };
+                let _ = row.reply.send(Ok(out));
+            }
+            None => {
+                shared
+                    .stats
+                    .dropped_sentences
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = row.reply.send(Err(SchedulerError::DeadlineExceeded));
+            }
+        }
+    }
+}
+
+fn fail_rows(shared: &Shared, rows: Vec<Row>, message: String) {
+    shared.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+    for row in rows {
+        let _ = row
+            .reply
+            .send(Err(SchedulerError::Inference(message.clone())));
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panic during inference: {text}")
+}
