@@ -1,0 +1,157 @@
+//! Per-request bookkeeping: id, deadline, tracing span and the one log line at the end.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataMap;
+use tonic::{Response, Status};
+
+use crate::proto;
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+pub struct RequestContext {
+    rpc: &'static str,
+    id: String,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+impl RequestContext {
+    pub fn new(rpc: &'static str, metadata: &MetadataMap) -> Self {
+        let started = Instant::now();
+        let id = metadata
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("req-{}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)));
+        let deadline = metadata
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| started + answer_before(t));
+        Self {
+            rpc,
+            id,
+            started,
+            deadline,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("request", rpc = self.rpc, id = %self.id, texts = tracing::field::Empty)
+    }
+
+    /// Runs `work`, answering DEADLINE_EXCEEDED (and dropping the work) when time is up.
+    pub async fn within_deadline<T>(
+        &self,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        match self.deadline {
+            None => work.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(format!(
+                        "the deadline of {} ms passed before the work was done; the work was dropped",
+                        deadline.saturating_duration_since(self.started).as_millis()
+                    )))
+                }),
+        }
+    }
+
+    pub fn response<T>(&self, body: T) -> Response<T> {
+        let mut response = Response::new(body);
+        if let Ok(value) = self.id.parse() {
+            response.metadata_mut().insert("x-request-id", value);
+        }
+        response
+    }
+
+    /// The request's one log line.
+    pub fn finish(&self, span: &tracing::Span, result: Result<&[proto::Translation], &Status>) {
+        let _enter = span.enter();
+        let total_ms = self.started.elapsed().as_millis() as u64;
+        match result {
+            Ok(translations) => {
+                let sum = |f: fn(&proto::Usage) -> u32| -> u32 {
+                    translations
+                        .iter()
+                        .filter_map(|t| t.usage.as_ref())
+                        .map(f)
+                        .sum()
+                };
+                let timing = |f: fn(&proto::Timings) -> u32| -> u32 {
+                    translations
+                        .iter()
+                        .filter_map(|t| t.timings.as_ref())
+                        .map(f)
+                        .max()
+                        .unwrap_or(0)
+                };
+                tracing::info!(
+                    code = "OK",
+                    input_tokens = sum(|u| u.input_tokens),
+                    output_tokens = sum(|u| u.output_tokens),
+                    queue_ms = timing(|t| t.queue_ms),
+                    inference_ms = timing(|t| t.inference_ms),
+                    total_ms,
+                    "request done"
+                );
+            }
+            Err(status) => tracing::info!(
+                code = ?status.code(),
+                message = status.message(),
+                total_ms,
+                "request failed"
+            ),
+        }
+    }
+}
+
+/// tonic (client and server) ends a call at the client's deadline with CANCELLED; answering a
+/// little earlier (10 %, at most 100 ms) lets the client see DEADLINE_EXCEEDED and the reason.
+fn answer_before(timeout: Duration) -> Duration {
+    let margin = (timeout / 10).min(Duration::from_millis(100));
+    timeout.saturating_sub(margin)
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("999999999S"), None);
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! Domain results → protobuf messages.
+
+use crate::pipeline::{ModelInfo, TranslatedText};
+use crate::proto;
+
+fn ms(d: std::time::Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
+fn clamp(n: usize) -> u32 {
+    n.min(u32::MAX as usize) as u32
+}
+
+pub fn translation(id: String, done: TranslatedText, model: &ModelInfo) -> proto::Translation {
+    let segments = done
+        .segments
+        .into_iter()
+        .map(|s| proto::Segment {
+            source: s.source,
+            translation: s.translation,
+            score: s.score,
+            source_start: clamp(s.source_start),
+            source_end: clamp(s.source_end),
+            paragraph: clamp(s.paragraph),
+            split: s.split,
+        })
+        .collect::<Vec<_>>();
+    proto::Translation {
+        id,
+        text: done.text,
+        detected_language: done.detected_language.to_string(),
+        usage: Some(proto::Usage {
+            input_tokens: clamp(done.input_tokens),
+            output_tokens: clamp(done.output_tokens),
+            sentences: clamp(segments.len()),
+        }),
+        segments,
+        model: model.id.clone(),
+        model_revision: model.revision.clone(),
+        timings: Some(proto::Timings {
+            queue_ms: ms(done.queue_time),
+            inference_ms: ms(done.inference_time),
+            total_ms: ms(done.total_time),
+        }),
+    }
+}
+
+pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
+    proto::ModelInfo {
+        id: info.id.clone(),
+        revision: info.revision.clone(),
+        family: match info.family {
+            crate::model::ModelFamily::Marian => "marian",
+            crate::model::ModelFamily::Bart => "bart",
+        }
+        .to_string(),
+        task: info.task.to_string(),
+        source_language: info.source_language.to_string(),
+        target_language: info.target_language.to_string(),
+        max_input_tokens: clamp(info.max_input_tokens),
+        max_output_tokens: clamp(info.max_output_tokens),
+        default_beam_size: clamp(info.default_beam_size),
+        max_beam_size: clamp(crate::pipeline::MAX_BEAM_SIZE),
+    }
+}

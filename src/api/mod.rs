@@ -1,0 +1,13 @@
+//! The gRPC edge: tonic services, proto ↔ domain, errors → Status.
+
+pub mod codec;
+mod context;
+mod convert;
+mod service;
+mod state;
+mod status;
+pub mod validate;
+
+pub use context::parse_grpc_timeout;
+pub use service::TranslatorService;
+pub use state::AppState;

@@ -1,0 +1,160 @@
+//! The `tarjama.v1.Translator` service.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::try_join_all;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::context::RequestContext;
+use super::convert;
+use super::state::AppState;
+use super::validate::{self, TranslateJob};
+use crate::pipeline::{TranslatedText, Translator};
+use crate::proto::{self, translator_server};
+
+/// Texts of one stream translated at the same time; more wait (HTTP/2 flow control then
+/// pushes back on the client).
+const STREAM_TEXTS_IN_FLIGHT: usize = 32;
+
+#[derive(Clone)]
+pub struct TranslatorService {
+    state: Arc<AppState>,
+}
+
+impl TranslatorService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+type StreamOut = ReceiverStream<Result<proto::TranslateResponse, Status>>;
+
+#[tonic::async_trait]
+impl translator_server::Translator for TranslatorService {
+    async fn translate(
+        &self,
+        request: Request<proto::TranslateRequest>,
+    ) -> Result<Response<proto::TranslateResponse>, Status> {
+        let ctx = RequestContext::new("Translate", request.metadata());
+        let span = ctx.span();
+        let result = async {
+            let translator = self.state.translator()?;
+            let job =
+                validate::translate_request(request.into_inner(), &self.state.limits(&translator))?;
+            tracing::Span::current().record("texts", job.texts.len());
+            ctx.within_deadline(translate_job(&translator, job, ctx.deadline()))
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        ctx.finish(&span, result.as_ref().map(|r| r.translations.as_slice()));
+        result.map(|r| ctx.response(r))
+    }
+
+    type TranslateStreamStream = StreamOut;
+
+    async fn translate_stream(
+        &self,
+        request: Request<Streaming<proto::TranslateRequest>>,
+    ) -> Result<Response<StreamOut>, Status> {
+        let ctx = RequestContext::new("TranslateStream", request.metadata());
+        let translator = self.state.translator()?;
+        let (tx, rx) = mpsc::channel(STREAM_TEXTS_IN_FLIGHT);
+        let state = self.state.clone();
+        let span = ctx.span();
+        let incoming = request.into_inner();
+        let deadline = ctx.deadline();
+        tokio::spawn(
+            async move {
+                let driver = drive_stream(state, translator, incoming, tx.clone(), deadline);
+                if let Err(status) = ctx.within_deadline(driver).await {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<proto::ListModelsRequest>,
+    ) -> Result<Response<proto::ListModelsResponse>, Status> {
+        let translator = self.state.translator()?;
+        let models = vec![convert::model_info(translator.info())];
+        Ok(Response::new(proto::ListModelsResponse { models }))
+    }
+}
+
+async fn translate_job(
+    translator: &Translator,
+    job: TranslateJob,
+    deadline: Option<Instant>,
+) -> Result<proto::TranslateResponse, Status> {
+    let TranslateJob {
+        texts,
+        language,
+        options,
+    } = job;
+    let work = texts.into_iter().map(|input| {
+        let options = &options;
+        async move {
+            let done = translator
+                .translate(input.text, language, options, deadline)
+                .await?;
+            Ok::<_, Status>(convert::translation(input.id, done, translator.info()))
+        }
+    });
+    let translations = try_join_all(work).await?;
+    Ok(proto::TranslateResponse { translations })
+}
+
+/// Reads requests from the stream and answers each text as soon as it is done. Stops (and
+/// so cancels the work in flight) when the client goes away or any text fails.
+async fn drive_stream(
+    state: Arc<AppState>,
+    translator: Arc<Translator>,
+    mut incoming: Streaming<proto::TranslateRequest>,
+    tx: mpsc::Sender<Result<proto::TranslateResponse, Status>>,
+    deadline: Option<Instant>,
+) -> Result<(), Status> {
+    let permits = Arc::new(Semaphore::new(STREAM_TEXTS_IN_FLIGHT));
+    let mut running: JoinSet<(String, Result<TranslatedText, Status>)> = JoinSet::new();
+    let mut input_open = true;
+    while input_open || !running.is_empty() {
+        tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            message = incoming.message(), if input_open => match message? {
+                Some(request) => {
+                    let job = validate::translate_request(request, &state.limits(&translator))?;
+                    for input in job.texts {
+                        let permit = permits.clone().acquire_owned().await.map_err(|_| Status::internal("stream closed"))?;
+                        let translator = translator.clone();
+                        let options = job.options.clone();
+                        let language = job.language;
+                        running.spawn(async move {
+                            let result = translator.translate(input.text, language, &options, deadline).await;
+                            drop(permit);
+                            (input.id, result.map_err(Status::from))
+                        });
+                    }
+                }
+                None => input_open = false,
+            },
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let (id, result) = joined.map_err(|e| Status::internal(format!("translation task failed: {e}")))?;
+                let done = result.map_err(|s| Status::new(s.code(), format!("text `{id}`: {}", s.message())))?;
+                let response = proto::TranslateResponse { translations: vec![convert::translation(id, done, translator.info())] };
+                if tx.send(Ok(response)).await.is_err() {
+                    return Ok(());
+                }
+            },
+        }
+    }
+    Ok(())
+}

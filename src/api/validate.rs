@@ -1,0 +1,201 @@
+//! Requests are checked once, here, and turned into domain values; nothing downstream
+//! re-validates. Every problem is reported with the field at fault.
+
+use std::collections::HashSet;
+
+use crate::pipeline::{SourceLanguage, TranslateOptions, MAX_BEAM_SIZE};
+use crate::proto;
+
+/// Limits a request must respect.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_input_chars: usize,
+    pub max_texts_per_request: usize,
+    /// Longest generation the model allows.
+    pub max_output_tokens: usize,
+}
+
+/// A field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+pub struct InvalidRequest(pub Vec<Violation>);
+
+pub struct TextJob {
+    pub id: String,
+    pub text: String,
+}
+
+pub struct TranslateJob {
+    pub texts: Vec<TextJob>,
+    pub language: SourceLanguage,
+    pub options: TranslateOptions,
+}
+
+#[derive(Default)]
+struct Checker(Vec<Violation>);
+
+impl Checker {
+    fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(Violation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, InvalidRequest> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(InvalidRequest(self.0))
+        }
+    }
+}
+
+pub fn translate_request(
+    request: proto::TranslateRequest,
+    limits: &Limits,
+) -> Result<TranslateJob, InvalidRequest> {
+    let mut check = Checker::default();
+    let language = language_pair(
+        &mut check,
+        ("source_language", &request.source_language),
+        ("target_language", &request.target_language),
+    );
+    let options = translation_options(&mut check, request.options.as_ref(), limits);
+    if request.texts.is_empty() {
+        check.fail("texts", "at least one text is required");
+    }
+    if request.texts.len() > limits.max_texts_per_request {
+        check.fail(
+            "texts",
+            format!(
+                "{} texts sent; at most {} are accepted per request (split the batch, or use TranslateStream)",
+                request.texts.len(),
+                limits.max_texts_per_request
+            ),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, input) in request.texts.iter().enumerate() {
+        text_field(&mut check, &format!("texts[{i}].text"), &input.text, limits);
+        if !input.id.is_empty() && !seen.insert(input.id.as_str()) {
+            check.fail(
+                format!("texts[{i}].id"),
+                format!(
+                    "id `{}` is used twice in this request; ids must be unique",
+                    input.id
+                ),
+            );
+        }
+    }
+    let texts = request
+        .texts
+        .into_iter()
+        .map(|t| TextJob {
+            id: t.id,
+            text: t.text,
+        })
+        .collect();
+    check.finish(TranslateJob {
+        texts,
+        language,
+        options,
+    })
+}
+
+fn text_field(check: &mut Checker, field: &str, text: &str, limits: &Limits) {
+    if text.trim().is_empty() {
+        check.fail(field, "the text is empty");
+        return;
+    }
+    let chars = text.chars().count();
+    if chars > limits.max_input_chars {
+        check.fail(
+            field,
+            format!(
+                "the text has {chars} characters; the limit is {} characters",
+                limits.max_input_chars
+            ),
+        );
+    }
+}
+
+fn language_pair(
+    check: &mut Checker,
+    source: (&str, &str),
+    target: (&str, &str),
+) -> SourceLanguage {
+    let language = match source.1.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => SourceLanguage::Auto,
+        "ar" => SourceLanguage::Arabic,
+        other => {
+            check.fail(
+                source.0,
+                format!("unknown language pair `{other}` → `en`: this server translates `ar` (or `auto`) into `en`"),
+            );
+            SourceLanguage::Auto
+        }
+    };
+    match target.1.trim().to_ascii_lowercase().as_str() {
+        "" | "en" => {}
+        other => check.fail(
+            target.0,
+            format!("unknown language pair → `{other}`: the only target language is `en`"),
+        ),
+    }
+    language
+}
+
+fn translation_options(
+    check: &mut Checker,
+    options: Option<&proto::TranslationOptions>,
+    limits: &Limits,
+) -> TranslateOptions {
+    let Some(options) = options else {
+        return TranslateOptions::default();
+    };
+    let num_beams = options.beam_size.map(|b| b as usize);
+    if let Some(beams) = num_beams {
+        if beams == 0 || beams > MAX_BEAM_SIZE {
+            check.fail(
+                "options.beam_size",
+                format!("beam size {beams} is out of range: use 1 (greedy) to {MAX_BEAM_SIZE}, or leave it unset for the model default"),
+            );
+        }
+    }
+    let max_new_tokens = options.max_output_tokens.map(|m| m as usize);
+    if let Some(max) = max_new_tokens {
+        if max == 0 || max > limits.max_output_tokens {
+            check.fail(
+                "options.max_output_tokens",
+                format!(
+                    "{max} is out of range: use 1 to {}, or leave it unset",
+                    limits.max_output_tokens
+                ),
+            );
+        }
+    }
+    let penalty = options.length_penalty;
+    let length_penalty = if penalty == 0.0 {
+        None
+    } else if !(penalty.is_finite() && penalty > 0.0 && penalty <= 5.0) {
+        check.fail(
+            "options.length_penalty",
+            format!("{penalty} is out of range: use a value in (0, 5], or 0 for the model default"),
+        );
+        None
+    } else {
+        Some(penalty)
+    };
+    TranslateOptions {
+        num_beams,
+        max_new_tokens,
+        length_penalty,
+    }
+}

@@ -1,0 +1,163 @@
+//! Command line and environment: every knob is a flag with a `TARJAMA_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::scheduler::SchedulerConfig;
+
+/// Pinned so that every replica serves the same weights (this revision has model.safetensors).
+pub const DEFAULT_TRANSLATION_MODEL: &str =
+    "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
+/// The hub's safetensors conversion of distilbart-cnn-12-6.
+pub const DEFAULT_SUMMARIZATION_MODEL: &str = "sshleifer/distilbart-cnn-12-6@refs/pr/13";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tarjama",
+    version,
+    about = "Arabic → English news translation and summaries over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gRPC server (downloads the default models on first start).
+    Serve(Box<ServeArgs>),
+    /// Translate one text locally, without a server.
+    Translate(TranslateArgs),
+    /// Measure engine speed on an opus-mt-ar-en-shaped model with random weights.
+    Bench(BenchArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where models come from.
+#[derive(Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Hugging Face cache folder (default: the standard cache, honouring HF_HOME / HF_HUB_CACHE).
+    #[arg(long, env = "TARJAMA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Never contact the hub: use local folders and the cache only.
+    #[arg(long, env = "TARJAMA_OFFLINE")]
+    pub offline: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TARJAMA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Translation model: a local folder or `owner/name[@revision]` on the hub.
+    #[arg(long, env = "TARJAMA_TRANSLATION_MODEL", default_value = DEFAULT_TRANSLATION_MODEL)]
+    pub translation_model: String,
+    /// Summarization model (folder or hub id), or `none`.
+    #[arg(long, env = "TARJAMA_SUMMARIZATION_MODEL", default_value = DEFAULT_SUMMARIZATION_MODEL)]
+    pub summarization_model: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Log format.
+    #[arg(long, env = "TARJAMA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Compute threads for the model (0 = all cores).
+    #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Budget of one batch: padded source tokens × beams.
+    #[arg(long, env = "TARJAMA_MAX_BATCH_TOKENS", default_value_t = 4096)]
+    pub max_batch_tokens: usize,
+    /// Most sentences in one batch.
+    #[arg(long, env = "TARJAMA_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Budget of all queued work (source tokens × beams); past it requests get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TARJAMA_MAX_QUEUED_TOKENS", default_value_t = 262_144)]
+    pub max_queued_tokens: usize,
+    /// Most sentences one request puts into a batch while other requests wait (fairness).
+    #[arg(long, env = "TARJAMA_MAX_SHARE_PER_REQUEST", default_value_t = 8)]
+    pub max_share_per_request: usize,
+}
+
+impl EngineArgs {
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            max_batch_tokens: self.max_batch_tokens.max(1),
+            max_batch_size: self.max_batch_size.max(1),
+            max_queued_tokens: self.max_queued_tokens.max(1),
+            max_share_per_request: self.max_share_per_request.max(1),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Longest text accepted, in characters.
+    #[arg(long, env = "TARJAMA_MAX_INPUT_CHARS", default_value_t = 100_000)]
+    pub max_input_chars: usize,
+    /// Most texts in one Translate request.
+    #[arg(long, env = "TARJAMA_MAX_TEXTS_PER_REQUEST", default_value_t = 64)]
+    pub max_texts_per_request: usize,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "TARJAMA_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    /// Translation model: a local folder or `owner/name[@revision]`.
+    #[arg(long, env = "TARJAMA_TRANSLATION_MODEL", default_value = DEFAULT_TRANSLATION_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Feed the text to the model as one input: no normalisation, no sentence splitting.
+    #[arg(long)]
+    pub raw: bool,
+    /// Beam size (1 = greedy; default: the model's).
+    #[arg(long)]
+    pub beam_size: Option<usize>,
+    /// Most generated tokens per sentence (default: the model's).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Print `{"translation": …, "token_ids": […], "score": …}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute threads (0 = all cores).
+    #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// The text; read from standard input when absent.
+    pub text: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The model configuration whose shapes are benchmarked (random weights).
+    #[arg(long, default_value = "bench/opus-mt-ar-en.config.json")]
+    pub config: PathBuf,
+    /// Sentence lengths and modes.
+    #[arg(long, default_value = "bench/workload.json")]
+    pub workload: PathBuf,
+    /// Run only these modes (comma-separated names from the workload).
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Compute threads (the anchors use 2).
+    #[arg(long, env = "TARJAMA_THREADS", default_value_t = 2)]
+    pub threads: usize,
+    /// Batch sentences of similar length together (as the server's scheduler does) instead
+    /// of in workload order (as the anchors were measured).
+    #[arg(long)]
+    pub sorted: bool,
+}

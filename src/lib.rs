@@ -1,0 +1,25 @@
+//! tarjama: Arabic → English news translation and summaries, served over gRPC.
+//!
+//! Layers, each depending only on those below it: `api` (tonic service, proto ↔ domain,
+//! errors → Status) → `pipeline` (a text's way through) → `scheduler` (queue, batching,
+//! cancellation) → `model` (seq2seq on candle) and `tokenizer`; `text` (Arabic normalisation,
+//! segmentation) beside them; `hub` (model resolution and download); `config` (CLI).
+
+pub mod api;
+pub mod config;
+pub mod hub;
+pub mod model;
+pub mod pipeline;
+pub mod scheduler;
+pub mod server;
+pub mod text;
+pub mod tokenizer;
+
+pub mod proto {
+    //! Generated gRPC contract (package `tarjama.v1`).
+    #![allow(clippy::all)]
+    tonic::include_proto!("tarjama.v1");
+    /// Encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("tarjama_descriptor");
+}

@@ -1,0 +1,172 @@
+//! The `tarjama` command: a thin shell over the library.
+
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use tarjama::config::{BenchArgs, Cli, Command, LogFormat, ServeArgs, TranslateArgs};
+use tarjama::model::Seq2SeqModel;
+use tarjama::pipeline::{SourceLanguage, TranslateOptions, Translator};
+use tarjama::scheduler::SchedulerConfig;
+use tarjama::server;
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let (threads, log_format) = match &cli.command {
+        Command::Serve(a) => (a.engine.threads, a.log_format),
+        Command::Translate(a) => (a.threads, LogFormat::Text),
+        Command::Bench(a) => (a.threads, LogFormat::Text),
+    };
+    set_compute_threads(threads);
+    init_logging(log_format);
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Translate(args) => translate(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+/// candle's CPU kernels size their pool from RAYON_NUM_THREADS; it must be set before any
+/// thread starts (on a 2-vCPU VM the automatic choice can come out as 1).
+fn set_compute_threads(threads: usize) {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TARJAMA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        server::run(args, listener, server::shutdown_signal())
+            .await
+            .context("the server stopped with an error")
+    })
+}
+
+fn read_text(arg: Option<String>) -> Result<String> {
+    let text = match arg {
+        Some(t) => t,
+        None => {
+            let mut buf = String::new();
+            std::io::stdin()
+                .read_to_string(&mut buf)
+                .context("cannot read standard input")?;
+            buf
+        }
+    };
+    if text.trim().is_empty() {
+        bail!("nothing to translate: give the text as an argument or on standard input");
+    }
+    Ok(text)
+}
+
+fn translate(args: TranslateArgs) -> Result<()> {
+    let text = read_text(args.text.clone())?;
+    let resolved = server::resolve_model(&args.model, &args.hub)?;
+    let (model, tokenizer) = server::load_model(&resolved)?;
+    if args.raw {
+        return translate_raw(&args, &text, &model, &tokenizer);
+    }
+    let info = server::translation_info(&resolved, &model);
+    let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
+    let options = TranslateOptions {
+        num_beams: args.beam_size,
+        max_new_tokens: args.max_new_tokens,
+        length_penalty: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let done =
+        runtime.block_on(translator.translate(text, SourceLanguage::Auto, &options, None))?;
+    translator.shutdown();
+    if args.json {
+        let token_ids: Vec<u32> = done
+            .segments
+            .iter()
+            .flat_map(|s| s.token_ids.iter().copied())
+            .collect();
+        let score = if done.segments.is_empty() {
+            0.0
+        } else {
+            done.segments.iter().map(|s| s.score).sum::<f32>() / done.segments.len() as f32
+        };
+        let segments: Vec<_> = done
+            .segments
+            .iter()
+            .map(|s| serde_json::json!({"source": s.source, "translation": s.translation, "token_ids": s.token_ids, "score": s.score}))
+            .collect();
+        let out = serde_json::json!({"translation": done.text, "token_ids": token_ids, "score": score, "segments": segments});
+        println!("{out}");
+    } else {
+        println!("{}", done.text);
+    }
+    Ok(())
+}
+
+/// One model input, exactly as given: what parity checks against other implementations use.
+fn translate_raw(
+    args: &TranslateArgs,
+    text: &str,
+    model: &Seq2SeqModel,
+    tokenizer: &tarjama::tokenizer::Tokenizer,
+) -> Result<()> {
+    let ids = tokenizer.encode(text)?;
+    let mut params = model.generation_defaults();
+    if let Some(beams) = args.beam_size {
+        params.num_beams = beams.max(1);
+    }
+    if let Some(max_new) = args.max_new_tokens {
+        params.max_new_tokens = Some(max_new);
+    }
+    let generated = model
+        .generate(&[ids], &params, &|_| false)?
+        .into_iter()
+        .next()
+        .flatten()
+        .context("the model returned nothing")?;
+    let translation = tokenizer.decode(&generated.ids, true)?;
+    if args.json {
+        let out = serde_json::json!({"translation": translation, "token_ids": generated.ids, "score": generated.score});
+        println!("{out}");
+    } else {
+        println!("{translation}");
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let modes = (!args.modes.is_empty()).then_some(args.modes.as_slice());
+    let results =
+        tarjama::model::bench::run_bench_with(&args.config, &args.workload, modes, args.sorted)
+            .context("benchmark failed")?;
+    for r in &results {
+        println!("{} {:.1} tok/s", r.mode, r.tokens_per_s);
+        let cpu = r
+            .cpu_seconds
+            .map_or(String::new(), |c| format!(", {c:.2} s CPU"));
+        eprintln!("  {} tokens in {:.2} s{cpu}", r.tokens, r.seconds);
+    }
+    let peak_kib = tarjama::model::bench::peak_rss_kib().unwrap_or(0);
+    println!("peak-rss {:.0} MiB", peak_kib as f64 / 1024.0);
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! The gRPC service end to end: a real server on 127.0.0.1:0 with the tiny Marian fixture,
+//! talked to with tonic clients.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use tarjama::config::{Cli, Command, ServeArgs};
+use tarjama::model::{Device, Seq2SeqModel};
+use tarjama::proto::translator_client::TranslatorClient;
+use tarjama::proto::{
+    ListModelsRequest, TextInput, TranslateRequest, TranslateResponse, TranslationOptions,
+};
+use tarjama::server;
+use tarjama::tokenizer::Tokenizer;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_types::StatusExt;
+
+const MARIAN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tiny-marian-ar-en"
+);
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), server::StartupError>>>,
+}
+
+impl TestServer {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn client(&self) -> TranslatorClient<Channel> {
+        TranslatorClient::new(self.channel().await)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn serve_args(extra: &[&str]) -> ServeArgs {
+    let mut argv = vec![
+        "tarjama",
+        "serve",
+        "--translation-model",
+        MARIAN,
+        "--summarization-model",
+        "none",
+        "--max-texts-per-request",
+        "8",
+        "--max-input-chars",
+        "2000",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::parse_from(argv).command {
+        Command::Serve(args) => *args,
+        _ => unreachable!(),
+    }
+}
+
+/// Starts a server; `gate` (if any) holds model loading until it fires.
+async fn start_with(args: ServeArgs, gate: Option<std::sync::mpsc::Receiver<()>>) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let spec = args.translation_model.clone();
+    let hub = args.hub.clone();
+    let scheduler = args.engine.scheduler_config();
+    let load = move || {
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
+        server::start_translator(&spec, &hub, scheduler)
+    };
+    let done = tokio::spawn(server::run_with_loader(
+        args,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        load,
+    ));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+async fn start(extra: &[&str]) -> TestServer {
+    let server = start_with(serve_args(extra), None).await;
+    wait_serving(&server).await;
+    server
+}
+
+async fn health(server: &TestServer) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: "tarjama.v1.Translator".into(),
+        })
+        .await
+        .unwrap();
+    ServingStatus::try_from(reply.into_inner().status).unwrap()
+}
+
+async fn wait_serving(server: &TestServer) {
+    for _ in 0..600 {
+        if health(server).await == ServingStatus::Serving {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server never became SERVING");
+}
+
+fn request(texts: &[(&str, &str)], options: Option<TranslationOptions>) -> TranslateRequest {
+    TranslateRequest {
+        texts: texts
+            .iter()
+            .map(|(id, text)| TextInput {
+                id: id.to_string(),
+                text: text.to_string(),
+            })
+            .collect(),
+        source_language: "ar".into(),
+        target_language: "en".into(),
+        options,
+    }
+}
+
+fn greedy16() -> Option<TranslationOptions> {
+    Some(TranslationOptions {
+        beam_size: Some(1),
+        max_output_tokens: Some(16),
+        length_penalty: 0.0,
+    })
+}
+
+fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(Path::new(MARIAN).join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn reference_texts() -> Vec<String> {
+    reference()["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What the engine alone makes of one sentence (greedy, 16 new tokens).
+fn engine_translation(sentence: &str) -> String {
+    let model = Seq2SeqModel::load(Path::new(MARIAN), &Device::Cpu).unwrap();
+    let tokenizer = Tokenizer::from_dir(Path::new(MARIAN)).unwrap();
+    let mut params = model.generation_defaults();
+    params.num_beams = 1;
+    params.max_new_tokens = Some(16);
+    let ids = tokenizer.encode(sentence).unwrap();
+    let out = model.generate(&[ids], &params, &|_| false).unwrap();
+    tokenizer
+        .decode(&out[0].as_ref().unwrap().ids, true)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translate_matches_the_engine_and_the_reference() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let reference = reference();
+    let texts = reference_texts();
+    for (i, text) in texts.iter().enumerate() {
+        let reply = client
+            .translate(request(&[("t", text)], greedy16()))
+            .await
+            .unwrap()
+            .into_inner();
+        let t = &reply.translations[0];
+        assert_eq!(t.id, "t");
+        assert_eq!(t.detected_language, "ar");
+        assert!(!t.segments.is_empty());
+        for s in &t.segments {
+            assert_eq!(
+                s.translation,
+                engine_translation(&s.source),
+                "segment {:?}",
+                s.source
+            );
+        }
+        if t.segments.len() == 1 && t.segments[0].source == *text {
+            // One sentence that normalisation left alone: exactly what transformers produced.
+            assert_eq!(
+                t.text,
+                reference["greedy"][i]["translation"].as_str().unwrap()
+            );
+        }
+        let usage = t.usage.as_ref().unwrap();
+        assert!(usage.input_tokens > 0 && usage.output_tokens > 0);
+        assert_eq!(t.model, MARIAN);
+        assert_eq!(t.model_revision, "local");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_translate_equals_single_calls() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let texts = reference_texts();
+    let ids: Vec<String> = (0..texts.len()).map(|i| format!("doc-{i}")).collect();
+    let pairs: Vec<(&str, &str)> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(texts.iter().map(String::as_str))
+        .collect();
+    let batch = client
+        .translate(request(&pairs, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.translations.len(), texts.len());
+    for (i, (id, text)) in pairs.iter().enumerate() {
+        let single = client
+            .translate(request(&[(id, text)], None))
+            .await
+            .unwrap()
+            .into_inner();
+        let (b, s) = (&batch.translations[i], &single.translations[0]);
+        assert_eq!(b.id, *id);
+        assert_eq!(b.text, s.text);
+        assert_eq!(b.segments.len(), s.segments.len());
+        for (x, y) in b.segments.iter().zip(&s.segments) {
+            assert_eq!(x.translation, y.translation);
+            assert!((x.score - y.score).abs() < 1e-4);
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_answers_every_id_exactly_once() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let texts = reference_texts();
+    let mut requests = Vec::new();
+    for round in 0..3 {
+        let pairs: Vec<(String, String)> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("r{round}-{i}"), t.clone()))
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        requests.push(request(&refs, greedy16()));
+    }
+    let expected: usize = requests.iter().map(|r| r.texts.len()).sum();
+    let mut stream = client
+        .translate_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut by_id: HashMap<String, String> = HashMap::new();
+    while let Some(reply) = stream.message().await.unwrap() {
+        assert_eq!(reply.translations.len(), 1);
+        let t = &reply.translations[0];
+        *seen.entry(t.id.clone()).or_default() += 1;
+        by_id.insert(t.id.clone(), t.text.clone());
+    }
+    assert_eq!(seen.len(), expected);
+    assert!(seen.values().all(|&n| n == 1));
+    // Same text, same answer, whichever round it came in.
+    for i in 0..texts.len() {
+        assert_eq!(by_id[&format!("r0-{i}")], by_id[&format!("r2-{i}")]);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_goes_from_not_serving_to_serving_and_back() {
+    let (open, gate) = std::sync::mpsc::channel();
+    let server = start_with(serve_args(&[]), Some(gate)).await;
+    assert_eq!(health(&server).await, ServingStatus::NotServing);
+    let mut client = server.client().await;
+    let err = client
+        .translate(request(&[("a", "مرحبا")], None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    open.send(()).unwrap();
+    wait_serving(&server).await;
+    client
+        .translate(request(&[("a", "مرحبا")], None))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_models_reports_the_fixture() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let models = client
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(models.len(), 1);
+    let m = &models[0];
+    assert_eq!(m.id, MARIAN);
+    assert_eq!(m.revision, "local");
+    assert_eq!(m.family, "marian");
+    assert_eq!(m.task, "translation");
+    assert_eq!(
+        (m.source_language.as_str(), m.target_language.as_str()),
+        ("ar", "en")
+    );
+    assert_eq!(m.max_input_tokens, 128);
+    assert_eq!(m.max_output_tokens, 63);
+    assert_eq!(m.default_beam_size, 4);
+    assert_eq!(m.max_beam_size, 16);
+    server.stop().await;
+}
+
+fn assert_bad_field(status: &Status, field: &str, message_part: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains(message_part),
+        "message {:?} lacks {message_part:?}",
+        status.message()
+    );
+    let details = status.get_error_details();
+    let violations = &details
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations;
+    assert!(
+        violations.iter().any(|v| v.field == field),
+        "no violation for {field}: {violations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_invalid_argument_with_the_field() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let call = |r: TranslateRequest| {
+        let mut c = client.clone();
+        async move { c.translate(r).await.unwrap_err() }
+    };
+    let e = call(request(&[("a", "  ")], None)).await;
+    assert_bad_field(&e, "texts[0].text", "empty");
+    let e = call(request(&[], None)).await;
+    assert_bad_field(&e, "texts", "at least one");
+    let many: Vec<(&str, &str)> = (0..9).map(|_| ("", "مرحبا")).collect();
+    let e = call(request(&many, None)).await;
+    assert_bad_field(&e, "texts", "at most 8");
+    let long = "كلمة ".repeat(500);
+    let e = call(request(&[("a", &long)], None)).await;
+    assert_bad_field(&e, "texts[0].text", "limit is 2000 characters");
+    for beams in [0, 17] {
+        let options = Some(TranslationOptions {
+            beam_size: Some(beams),
+            ..Default::default()
+        });
+        let e = call(request(&[("a", "مرحبا")], options)).await;
+        assert_bad_field(&e, "options.beam_size", "out of range");
+    }
+    let mut r = request(&[("a", "مرحبا")], None);
+    r.source_language = "fr".into();
+    let e = call(r).await;
+    assert_bad_field(&e, "source_language", "unknown language pair");
+    let mut r = request(&[("a", "مرحبا")], None);
+    r.target_language = "de".into();
+    let e = call(r).await;
+    assert_bad_field(&e, "target_language", "unknown language pair");
+    let e = call(request(&[("x", "مرحبا"), ("x", "مرحبا")], None)).await;
+    assert_bad_field(&e, "texts[1].id", "used twice");
+    // The server still answers good requests.
+    client
+        .translate(request(&[("a", "مرحبا")], None))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+/// The wire form of TranslateRequest with `bytes` where the contract has `string`, to send
+/// what a broken client might: invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawTextInput {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(bytes = "vec", tag = "2")]
+    text: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawTranslateRequest {
+    #[prost(message, repeated, tag = "1")]
+    texts: Vec<RawTextInput>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_is_invalid_argument() {
+    let server = start(&[]).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let body = RawTranslateRequest {
+        texts: vec![RawTextInput {
+            id: "bad".into(),
+            text: vec![0xd8, 0xb1, 0xff, 0xfe],
+        }],
+    };
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tarjama.v1.Translator/Translate");
+    let codec = tonic_prost::ProstCodec::<RawTranslateRequest, TranslateResponse>::default();
+    let err = grpc
+        .unary(tonic::Request::new(body), path, codec)
+        .await
+        .unwrap_err();
+    assert_bad_field(&err, "texts.text", "UTF-8");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_deadline_is_deadline_exceeded() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let text = reference_texts().join("\n");
+    let texts: Vec<(String, String)> = (0..8).map(|i| (i.to_string(), text.clone())).collect();
+    let refs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut r = tonic::Request::new(request(
+        &refs,
+        Some(TranslationOptions {
+            beam_size: Some(16),
+            max_output_tokens: Some(60),
+            length_penalty: 0.0,
+        }),
+    ));
+    r.set_timeout(Duration::from_millis(300));
+    let err = client.translate(r).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // The server is not disturbed.
+    client
+        .translate(request(&[("a", "مرحبا")], greedy16()))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn english_text_passes_through_with_auto() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let mut r = request(
+        &[(
+            "en",
+            "Russia and the United States discussed cyber security.",
+        )],
+        None,
+    );
+    r.source_language = "auto".into();
+    let reply = client.translate(r).await.unwrap().into_inner();
+    let t = &reply.translations[0];
+    assert_eq!(t.detected_language, "en");
+    assert_eq!(
+        t.text,
+        "Russia and the United States discussed cyber security."
+    );
+    server.stop().await;
+}
