@@ -9,9 +9,11 @@ use std::time::Duration;
 use clap::Parser;
 use tarjama::config::{Cli, Command, ServeArgs};
 use tarjama::model::{Device, Seq2SeqModel};
+use tarjama::proto::article_event::Event;
 use tarjama::proto::translator_client::TranslatorClient;
 use tarjama::proto::{
-    ListModelsRequest, TextInput, TranslateRequest, TranslateResponse, TranslationOptions,
+    ArticleRequest, ListModelsRequest, TextInput, TranslateRequest, TranslateResponse,
+    TranslationOptions,
 };
 use tarjama::server;
 use tarjama::tokenizer::Tokenizer;
@@ -64,7 +66,7 @@ fn serve_args(extra: &[&str]) -> ServeArgs {
         "--max-texts-per-request",
         "8",
         "--max-input-chars",
-        "2000",
+        "5000",
     ];
     argv.extend_from_slice(extra);
     match Cli::parse_from(argv).command {
@@ -375,9 +377,9 @@ async fn bad_requests_get_invalid_argument_with_the_field() {
     let many: Vec<(&str, &str)> = (0..9).map(|_| ("", "مرحبا")).collect();
     let e = call(request(&many, None)).await;
     assert_bad_field(&e, "texts", "at most 8");
-    let long = "كلمة ".repeat(500);
+    let long = "كلمة ".repeat(1001);
     let e = call(request(&[("a", &long)], None)).await;
-    assert_bad_field(&e, "texts[0].text", "limit is 2000 characters");
+    assert_bad_field(&e, "texts[0].text", "limit is 5000 characters");
     for beams in [0, 17] {
         let options = Some(TranslationOptions {
             beam_size: Some(beams),
@@ -490,5 +492,127 @@ async fn english_text_passes_through_with_auto() {
         t.text,
         "Russia and the United States discussed cyber security."
     );
+    server.stop().await;
+}
+
+const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/seed-article-ar.txt"
+);
+
+fn seed_article() -> ArticleRequest {
+    ArticleRequest {
+        id: "seed".into(),
+        body: std::fs::read_to_string(SEED).unwrap(),
+        source_language: "ar".into(),
+        options: greedy16(),
+        title_from_first_line: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_article_keeps_the_paragraphs_of_the_seed_article() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let request = seed_article();
+    let source_paragraphs = request
+        .body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+        - 1;
+    let reply = client
+        .process_article(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.id, "seed");
+    assert!(!reply.title.is_empty());
+    assert_eq!(reply.title_segments.len(), 1);
+    assert_eq!(reply.body.split("\n\n").count(), source_paragraphs);
+    assert!(reply.summary.is_none(), "summaries are not produced yet");
+    assert_eq!(reply.detected_language, "ar");
+    // Body spans point into the request's body field, after the title line.
+    let body: Vec<char> = request.body.chars().collect();
+    for s in &reply.segments {
+        let original: String = body[s.source_start as usize..s.source_end as usize]
+            .iter()
+            .collect();
+        let normalized = tarjama::text::normalize(&original, &Default::default()).text;
+        assert_eq!(
+            normalized, s.source,
+            "span {}..{}",
+            s.source_start, s.source_end
+        );
+    }
+    let paragraphs: std::collections::BTreeSet<u32> =
+        reply.segments.iter().map(|s| s.paragraph).collect();
+    assert_eq!(paragraphs.len(), source_paragraphs);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn article_stream_events_are_in_order_and_equal_the_unary_result() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let unary = client
+        .process_article(seed_article())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = client
+        .process_article_stream(seed_article())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event.event.unwrap());
+    }
+    let Some(Event::Title(title)) = events.first() else {
+        panic!("title first: {events:?}")
+    };
+    assert_eq!(title.text, unary.title);
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("done last")
+    };
+    let paragraphs: Vec<_> = events[1..events.len() - 1]
+        .iter()
+        .map(|e| match e {
+            Event::Paragraph(p) => p.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    for (i, p) in paragraphs.iter().enumerate() {
+        assert_eq!(p.index as usize, i);
+    }
+    assert_eq!(done.paragraphs as usize, paragraphs.len());
+    let body: Vec<&str> = paragraphs.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(body.join("\n\n"), unary.body);
+    let segments: Vec<_> = paragraphs.iter().flat_map(|p| p.segments.clone()).collect();
+    assert_eq!(segments, unary.segments);
+    assert_eq!(done.usage, unary.usage);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_articles_are_refused() {
+    let server = start(&[]).await;
+    let mut client = server.client().await;
+    let empty = ArticleRequest {
+        id: "e".into(),
+        ..Default::default()
+    };
+    let e = client.process_article(empty).await.unwrap_err();
+    assert_bad_field(&e, "body", "empty");
+    let long = ArticleRequest {
+        body: "كلمة ".repeat(1001),
+        ..Default::default()
+    };
+    let e = client.process_article(long.clone()).await.unwrap_err();
+    assert_bad_field(&e, "body", "limit is 5000 characters");
+    let e = client.process_article_stream(long).await.unwrap_err();
+    assert_bad_field(&e, "body", "limit is 5000 characters");
     server.stop().await;
 }

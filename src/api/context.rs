@@ -115,6 +115,36 @@ impl RequestContext {
     }
 }
 
+impl RequestContext {
+    /// The one log line of an article request.
+    pub fn finish_article(
+        &self,
+        span: &tracing::Span,
+        result: Result<&proto::ArticleResponse, &Status>,
+    ) {
+        let _enter = span.enter();
+        let total_ms = self.started.elapsed().as_millis() as u64;
+        match result {
+            Ok(r) => {
+                let usage = r.usage.clone().unwrap_or_default();
+                let timings = r.timings.clone().unwrap_or_default();
+                tracing::info!(
+                    code = "OK",
+                    input_tokens = usage.input_tokens,
+                    output_tokens = usage.output_tokens,
+                    queue_ms = timings.queue_ms,
+                    inference_ms = timings.inference_ms,
+                    total_ms,
+                    "request done"
+                );
+            }
+            Err(status) => {
+                tracing::info!(code = ?status.code(), message = status.message(), total_ms, "request failed")
+            }
+        }
+    }
+}
+
 /// tonic (client and server) ends a call at the client's deadline with CANCELLED; answering a
 /// little earlier (10 %, at most 100 ms) lets the client see DEADLINE_EXCEEDED and the reason.
 fn answer_before(timeout: Duration) -> Duration {

@@ -1,30 +1,34 @@
 //! Domain results → protobuf messages.
 
-use crate::pipeline::{ModelInfo, TranslatedText};
+use crate::pipeline::{ModelInfo, TranslatedSegment, TranslatedText};
 use crate::proto;
 
-fn ms(d: std::time::Duration) -> u32 {
+pub fn ms(d: std::time::Duration) -> u32 {
     d.as_millis().min(u32::MAX as u128) as u32
 }
 
-fn clamp(n: usize) -> u32 {
+pub fn clamp(n: usize) -> u32 {
     n.min(u32::MAX as usize) as u32
 }
 
-pub fn translation(id: String, done: TranslatedText, model: &ModelInfo) -> proto::Translation {
-    let segments = done
-        .segments
-        .into_iter()
+/// `offset` (characters) is added to the spans, for text that was cut out of a larger field.
+pub fn segments(segments: &[TranslatedSegment], offset: usize) -> Vec<proto::Segment> {
+    segments
+        .iter()
         .map(|s| proto::Segment {
-            source: s.source,
-            translation: s.translation,
+            source: s.source.clone(),
+            translation: s.translation.clone(),
             score: s.score,
-            source_start: clamp(s.source_start),
-            source_end: clamp(s.source_end),
+            source_start: clamp(s.source_start + offset),
+            source_end: clamp(s.source_end + offset),
             paragraph: clamp(s.paragraph),
             split: s.split,
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+pub fn translation(id: String, done: TranslatedText, model: &ModelInfo) -> proto::Translation {
+    let segments = segments(&done.segments, 0);
     proto::Translation {
         id,
         text: done.text,

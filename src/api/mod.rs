@@ -1,5 +1,6 @@
 //! The gRPC edge: tonic services, proto ↔ domain, errors → Status.
 
+mod article;
 pub mod codec;
 mod context;
 mod convert;

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::article;
 use super::context::RequestContext;
 use super::convert;
 use super::state::AppState;
@@ -73,6 +74,48 @@ impl translator_server::Translator for TranslatorService {
             async move {
                 let driver = drive_stream(state, translator, incoming, tx.clone(), deadline);
                 if let Err(status) = ctx.within_deadline(driver).await {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn process_article(
+        &self,
+        request: Request<proto::ArticleRequest>,
+    ) -> Result<Response<proto::ArticleResponse>, Status> {
+        let ctx = RequestContext::new("ProcessArticle", request.metadata());
+        let span = ctx.span();
+        let result = async {
+            let translator = self.state.translator()?;
+            let job =
+                validate::article_request(request.into_inner(), &self.state.limits(&translator))?;
+            ctx.within_deadline(article::process(&translator, job, ctx.deadline()))
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        ctx.finish_article(&span, result.as_ref());
+        result.map(|r| ctx.response(r))
+    }
+
+    type ProcessArticleStreamStream = ReceiverStream<Result<proto::ArticleEvent, Status>>;
+
+    async fn process_article_stream(
+        &self,
+        request: Request<proto::ArticleRequest>,
+    ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
+        let ctx = RequestContext::new("ProcessArticleStream", request.metadata());
+        let translator = self.state.translator()?;
+        let job = validate::article_request(request.into_inner(), &self.state.limits(&translator))?;
+        let (tx, rx) = mpsc::channel(4);
+        let span = ctx.span();
+        tokio::spawn(
+            async move {
+                let work = article::stream(&translator, job, ctx.deadline(), &tx);
+                if let Err(status) = ctx.within_deadline(work).await {
                     let _ = tx.send(Err(status)).await;
                 }
             }

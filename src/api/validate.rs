@@ -37,6 +37,17 @@ pub struct TranslateJob {
     pub options: TranslateOptions,
 }
 
+/// A checked article: title and body to translate, and where the body starts in the
+/// client's `body` field (in characters) when the title was taken from its first line.
+pub struct ArticleJob {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub body_offset: usize,
+    pub language: SourceLanguage,
+    pub options: TranslateOptions,
+}
+
 #[derive(Default)]
 struct Checker(Vec<Violation>);
 
@@ -198,4 +209,57 @@ fn translation_options(
         max_new_tokens,
         length_penalty,
     }
+}
+
+pub fn article_request(
+    request: proto::ArticleRequest,
+    limits: &Limits,
+) -> Result<ArticleJob, InvalidRequest> {
+    let mut check = Checker::default();
+    let language = language_pair(
+        &mut check,
+        ("source_language", &request.source_language),
+        ("target_language", ""),
+    );
+    let options = translation_options(&mut check, request.options.as_ref(), limits);
+    let (title, body, body_offset) =
+        if request.title.trim().is_empty() && request.title_from_first_line {
+            split_first_line(&request.body)
+        } else {
+            (request.title.clone(), request.body.clone(), 0)
+        };
+    if title.trim().is_empty() && body.trim().is_empty() {
+        check.fail("body", "the article is empty: give a title or a body");
+    }
+    let chars = request.title.chars().count() + request.body.chars().count();
+    if chars > limits.max_input_chars {
+        check.fail(
+            "body",
+            format!(
+                "the article has {chars} characters (title and body); the limit is {} characters",
+                limits.max_input_chars
+            ),
+        );
+    }
+    check.finish(ArticleJob {
+        id: request.id,
+        title,
+        body,
+        body_offset,
+        language,
+        options,
+    })
+}
+
+/// (first non-empty line, the rest, chars before the rest).
+fn split_first_line(text: &str) -> (String, String, usize) {
+    let mut consumed = 0;
+    for line in text.split_inclusive('\n') {
+        consumed += line.chars().count();
+        if !line.trim().is_empty() {
+            let rest: String = text.chars().skip(consumed).collect();
+            return (line.trim().to_string(), rest, consumed);
+        }
+    }
+    (String::new(), String::new(), consumed)
 }

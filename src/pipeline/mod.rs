@@ -10,6 +10,8 @@ mod prepare;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 pub use backend::ModelBackend;
 use prepare::Prepared;
 
@@ -88,6 +90,14 @@ pub struct TranslatedText {
     pub total_time: Duration,
 }
 
+/// One paragraph of a text, sent as soon as all its sentences are translated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TranslatedParagraph {
+    pub index: usize,
+    pub text: String,
+    pub segments: Vec<TranslatedSegment>,
+}
+
 /// A loaded translation model with its tokenizer and the scheduler that batches for it.
 pub struct Translator {
     tokenizer: Arc<Tokenizer>,
@@ -140,6 +150,20 @@ impl Translator {
         options: &TranslateOptions,
         deadline: Option<Instant>,
     ) -> Result<TranslatedText, PipelineError> {
+        self.translate_with_progress(text, language, options, deadline, None)
+            .await
+    }
+
+    /// As [`Translator::translate`], also sending each paragraph to `progress` as soon as all
+    /// its sentences are translated, in paragraph order.
+    pub async fn translate_with_progress(
+        &self,
+        text: String,
+        language: SourceLanguage,
+        options: &TranslateOptions,
+        deadline: Option<Instant>,
+        progress: Option<&mpsc::Sender<TranslatedParagraph>>,
+    ) -> Result<TranslatedText, PipelineError> {
         let started = Instant::now();
         let tokenizer = self.tokenizer.clone();
         let budget = self.info.max_input_tokens;
@@ -148,12 +172,27 @@ impl Translator {
                 .await
                 .map_err(|e| PipelineError::Internal(format!("text preparation failed: {e}")))??;
         if !prepared.needs_translation() {
+            send_ready_paragraphs(&prepared, &[], 0, progress).await;
             return Ok(prepared.passthrough(started));
         }
-        let ticket =
+        let mut ticket =
             self.scheduler
                 .submit(prepared.model_inputs(), self.gen_options(options), deadline)?;
-        let outputs = ticket.collect().await?;
+        let mut outputs: Vec<Option<SentenceOutput>> = vec![None; ticket.len()];
+        let mut next_paragraph = 0;
+        while let Some(out) = ticket.next().await {
+            let out = out?;
+            let index = out.index;
+            if let Some(slot) = outputs.get_mut(index) {
+                *slot = Some(out);
+            }
+            next_paragraph =
+                send_ready_paragraphs(&prepared, &outputs, next_paragraph, progress).await;
+        }
+        let outputs: Vec<SentenceOutput> = outputs
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| PipelineError::Internal("a sentence got no result".into()))?;
         Ok(prepared.assemble(&outputs, started))
     }
 
@@ -161,6 +200,27 @@ impl Translator {
     pub fn shutdown(&self) {
         self.scheduler.shutdown();
     }
+}
+
+/// Sends the finished paragraphs from `next` on; returns the first one not yet finished.
+async fn send_ready_paragraphs(
+    prepared: &Prepared,
+    outputs: &[Option<SentenceOutput>],
+    mut next: usize,
+    progress: Option<&mpsc::Sender<TranslatedParagraph>>,
+) -> usize {
+    let Some(progress) = progress else {
+        return next;
+    };
+    while next < prepared.paragraph_count() {
+        let Some(paragraph) = prepared.paragraph(next, outputs) else {
+            break;
+        };
+        // A receiver that went away no longer wants paragraphs; the caller notices.
+        let _ = progress.send(paragraph).await;
+        next += 1;
+    }
+    next
 }
 
 /// Queue time is the longest wait of any sentence; inference time sums the batches the text

@@ -1,4 +1,5 @@
-//! Turning a client's text into model inputs, and the outputs back into a translation.
+//! Turning a client's text into model inputs, and the outputs back into a translation,
+//! paragraph by paragraph.
 
 use std::time::Instant;
 
@@ -6,13 +7,16 @@ use crate::scheduler::SentenceOutput;
 use crate::text::{self, DetectedLanguage, Document, NormalizeOptions, Normalized};
 use crate::tokenizer::Tokenizer;
 
-use super::{timings, PipelineError, SourceLanguage, TranslatedSegment, TranslatedText};
+use super::{
+    timings, PipelineError, SourceLanguage, TranslatedParagraph, TranslatedSegment, TranslatedText,
+};
 
 pub(super) struct Prepared {
     original: String,
     normalized: Normalized,
     document: Document,
-    /// Indices of the segments that have text to translate, in order.
+    /// Indices of the segments that have text to translate, in order; model input `k` is
+    /// segment `translatable[k]`.
     translatable: Vec<usize>,
     inputs: Vec<Vec<u32>>,
     passthrough: bool,
@@ -64,15 +68,26 @@ impl Prepared {
         self.inputs.clone()
     }
 
-    fn segment(
-        &self,
-        index: usize,
-        translation: String,
-        score: f32,
-        token_ids: Vec<u32>,
-    ) -> TranslatedSegment {
+    pub(super) fn detected_language(&self) -> &'static str {
+        if self.passthrough {
+            "en"
+        } else {
+            "ar"
+        }
+    }
+
+    fn segment(&self, index: usize, out: Option<&SentenceOutput>) -> TranslatedSegment {
         let s = &self.document.segments[index];
         let (source_start, source_end) = self.normalized.segment_span(s);
+        let (translation, score, token_ids) = match out {
+            Some(o) => (
+                o.generation.text.clone(),
+                o.generation.score,
+                o.generation.ids.clone(),
+            ),
+            // Passed through untranslated.
+            None => (s.text.clone(), 0.0, Vec::new()),
+        };
         TranslatedSegment {
             source: s.text.clone(),
             translation,
@@ -85,16 +100,50 @@ impl Prepared {
         }
     }
 
+    pub(super) fn paragraph_count(&self) -> usize {
+        self.document.paragraphs.len()
+    }
+
+    /// Paragraph `index` once every one of its sentences has an output (`outputs` is indexed
+    /// like `model_inputs()`); `None` while some are missing.
+    pub(super) fn paragraph(
+        &self,
+        index: usize,
+        outputs: &[Option<SentenceOutput>],
+    ) -> Option<TranslatedParagraph> {
+        let paragraph = self.document.paragraphs.get(index)?;
+        let mut translations = vec![String::new(); self.document.segments.len()];
+        let mut segments = Vec::new();
+        for (k, &seg) in self.translatable.iter().enumerate() {
+            if !paragraph.segments.contains(&seg) {
+                continue;
+            }
+            let out = if self.passthrough {
+                None
+            } else {
+                Some(outputs.get(k)?.as_ref()?)
+            };
+            let translated = self.segment(seg, out);
+            translations[seg] = translated.translation.clone();
+            segments.push(translated);
+        }
+        Some(TranslatedParagraph {
+            index,
+            text: text::reassemble_paragraph(paragraph, &translations),
+            segments,
+        })
+    }
+
     /// English text (or text with nothing to translate) goes back as it came.
     pub(super) fn passthrough(&self, started: Instant) -> TranslatedText {
         let segments = self
             .translatable
             .iter()
-            .map(|&i| self.segment(i, self.document.segments[i].text.clone(), 0.0, Vec::new()))
+            .map(|&i| self.segment(i, None))
             .collect();
         TranslatedText {
             text: self.original.trim().to_string(),
-            detected_language: if self.passthrough { "en" } else { "ar" },
+            detected_language: self.detected_language(),
             segments,
             input_tokens: 0,
             output_tokens: 0,
@@ -110,17 +159,12 @@ impl Prepared {
         let mut segments = Vec::with_capacity(outputs.len());
         for (&index, out) in self.translatable.iter().zip(outputs) {
             translations[index] = out.generation.text.clone();
-            segments.push(self.segment(
-                index,
-                out.generation.text.clone(),
-                out.generation.score,
-                out.generation.ids.clone(),
-            ));
+            segments.push(self.segment(index, Some(out)));
         }
         let (queue_time, inference_time) = timings(outputs);
         TranslatedText {
             text: text::reassemble(&self.document, &translations),
-            detected_language: "ar",
+            detected_language: self.detected_language(),
             segments,
             input_tokens: outputs.iter().map(|o| o.input_tokens).sum(),
             output_tokens: outputs.iter().map(|o| o.generation.ids.len()).sum(),

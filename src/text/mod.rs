@@ -27,5 +27,7 @@ mod sentence;
 
 pub use language::{detect_language, detect_script, DetectedLanguage, LetterCounts, Script};
 pub use normalize::{normalize, NormalizeOptions, Normalized, BOILERPLATE};
-pub use segment::{reassemble, segment, Document, Paragraph, Segment, SplitKind};
+pub use segment::{
+    reassemble, reassemble_paragraph, segment, Document, Paragraph, Segment, SplitKind,
+};
 pub use sentence::ABBREVIATIONS;

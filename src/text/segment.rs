@@ -302,17 +302,20 @@ pub fn reassemble(doc: &Document, translations: &[String]) -> String {
     let paragraphs: Vec<String> = doc
         .paragraphs
         .iter()
-        .map(|p| {
-            let parts: Vec<&str> = p
-                .segments
-                .clone()
-                .filter_map(|i| translations.get(i))
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty())
-                .collect();
-            parts.join(" ")
-        })
+        .map(|p| reassemble_paragraph(p, translations))
         .filter(|p| !p.is_empty())
         .collect();
     paragraphs.join("\n\n")
+}
+
+/// One paragraph of [`reassemble`]: its sentences' translations joined by one space.
+pub fn reassemble_paragraph(paragraph: &Paragraph, translations: &[String]) -> String {
+    let parts: Vec<&str> = paragraph
+        .segments
+        .clone()
+        .filter_map(|i| translations.get(i))
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    parts.join(" ")
 }

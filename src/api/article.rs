@@ -1,0 +1,184 @@
+//! ProcessArticle and ProcessArticleStream: title and body translated concurrently, the body
+//! streamed paragraph by paragraph.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::convert;
+use super::validate::ArticleJob;
+use crate::pipeline::{TranslatedParagraph, TranslatedText, Translator};
+use crate::proto::{self, article_event::Event};
+
+/// Paragraphs buffered between the translation and a slow client.
+const PARAGRAPH_BUFFER: usize = 16;
+
+/// Translates `text` unless it is blank (an article may have no title).
+async fn translate_part(
+    translator: &Translator,
+    text: &str,
+    job: &ArticleJob,
+    deadline: Option<Instant>,
+    progress: Option<&mpsc::Sender<TranslatedParagraph>>,
+) -> Result<Option<TranslatedText>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let done = translator
+        .translate_with_progress(
+            text.to_string(),
+            job.language,
+            &job.options,
+            deadline,
+            progress,
+        )
+        .await?;
+    Ok(Some(done))
+}
+
+pub async fn process(
+    translator: &Translator,
+    job: ArticleJob,
+    deadline: Option<Instant>,
+) -> Result<proto::ArticleResponse, Status> {
+    let (title, body) = tokio::try_join!(
+        translate_part(translator, &job.title, &job, deadline, None),
+        translate_part(translator, &job.body, &job, deadline, None),
+    )?;
+    Ok(response(translator, &job, title, body))
+}
+
+fn response(
+    translator: &Translator,
+    job: &ArticleJob,
+    title: Option<TranslatedText>,
+    body: Option<TranslatedText>,
+) -> proto::ArticleResponse {
+    let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
+    let info = translator.info();
+    proto::ArticleResponse {
+        id: job.id.clone(),
+        title: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
+        title_segments: title
+            .as_ref()
+            .map_or_else(Vec::new, |t| convert::segments(&t.segments, 0)),
+        body: body.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
+        segments: body.as_ref().map_or_else(Vec::new, |t| {
+            convert::segments(&t.segments, job.body_offset)
+        }),
+        summary: None,
+        detected_language: totals.language.to_string(),
+        usage: Some(totals.usage()),
+        timings: Some(totals.timings()),
+        model: info.id.clone(),
+        model_revision: info.revision.clone(),
+    }
+}
+
+/// Streams the article: title, then each body paragraph as soon as it is done, then totals.
+pub async fn stream(
+    translator: &Translator,
+    job: ArticleJob,
+    deadline: Option<Instant>,
+    tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
+) -> Result<(), Status> {
+    let (paragraph_tx, mut paragraphs) = mpsc::channel(PARAGRAPH_BUFFER);
+    let body = async {
+        let done = translate_part(translator, &job.body, &job, deadline, Some(&paragraph_tx)).await;
+        drop(paragraph_tx);
+        done
+    };
+    let forward = async {
+        let title = translate_part(translator, &job.title, &job, deadline, None).await?;
+        let event = Event::Title(proto::ArticleTitle {
+            id: job.id.clone(),
+            text: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
+            segments: title
+                .as_ref()
+                .map_or_else(Vec::new, |t| convert::segments(&t.segments, 0)),
+        });
+        send(tx, event).await?;
+        let mut count = 0u32;
+        while let Some(p) = paragraphs.recv().await {
+            if p.text.is_empty() {
+                continue;
+            }
+            let event = Event::Paragraph(proto::ArticleParagraph {
+                index: count,
+                text: p.text,
+                segments: convert::segments(&p.segments, job.body_offset),
+            });
+            send(tx, event).await?;
+            count += 1;
+        }
+        Ok((title, count))
+    };
+    let (body, (title, count)) = tokio::try_join!(body, forward)?;
+    let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
+    let info = translator.info();
+    let done = Event::Done(proto::ArticleDone {
+        id: job.id.clone(),
+        paragraphs: count,
+        detected_language: totals.language.to_string(),
+        usage: Some(totals.usage()),
+        timings: Some(totals.timings()),
+        summary: None,
+        model: info.id.clone(),
+        model_revision: info.revision.clone(),
+    });
+    send(tx, done).await
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
+    event: Event,
+) -> Result<(), Status> {
+    tx.send(Ok(proto::ArticleEvent { event: Some(event) }))
+        .await
+        // The client went away: stop, which drops (and so cancels) the work in flight.
+        .map_err(|_| Status::cancelled("the client went away"))
+}
+
+/// Usage and timings of an article's parts together.
+struct Totals {
+    language: &'static str,
+    input_tokens: usize,
+    output_tokens: usize,
+    sentences: usize,
+    queue: Duration,
+    inference: Duration,
+    total: Duration,
+}
+
+impl Totals {
+    fn of(parts: &[Option<&TranslatedText>]) -> Self {
+        let parts: Vec<&TranslatedText> = parts.iter().flatten().copied().collect();
+        Self {
+            // The body decides; a title alone speaks for itself.
+            language: parts.last().map_or("ar", |p| p.detected_language),
+            input_tokens: parts.iter().map(|p| p.input_tokens).sum(),
+            output_tokens: parts.iter().map(|p| p.output_tokens).sum(),
+            sentences: parts.iter().map(|p| p.segments.len()).sum(),
+            queue: parts.iter().map(|p| p.queue_time).max().unwrap_or_default(),
+            inference: parts.iter().map(|p| p.inference_time).sum(),
+            total: parts.iter().map(|p| p.total_time).max().unwrap_or_default(),
+        }
+    }
+
+    fn usage(&self) -> proto::Usage {
+        proto::Usage {
+            input_tokens: convert::clamp(self.input_tokens),
+            output_tokens: convert::clamp(self.output_tokens),
+            sentences: convert::clamp(self.sentences),
+        }
+    }
+
+    fn timings(&self) -> proto::Timings {
+        proto::Timings {
+            queue_ms: convert::ms(self.queue),
+            inference_ms: convert::ms(self.inference),
+            total_ms: convert::ms(self.total),
+        }
+    }
+}
