@@ -32,6 +32,8 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Measure engine speed on an opus-mt-ar-en-shaped model with random weights.
     Bench(BenchArgs),
+    /// Concurrent clients over loopback for a fixed time; reports throughput and latency.
+    Loadtest(LoadtestArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -160,4 +162,45 @@ pub struct BenchArgs {
     /// of in workload order (as the anchors were measured).
     #[arg(long)]
     pub sorted: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadtestArgs {
+    /// A running server to load; without it, an in-process server is started with random
+    /// weights shaped by --random-model-config (they cost what real weights cost).
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Model configuration for the in-process server.
+    #[arg(long, default_value = "bench/opus-mt-ar-en.config.json")]
+    pub random_model_config: PathBuf,
+    /// Tokenizer folder for the in-process server.
+    #[arg(long, default_value = "tests/fixtures/tiny-marian-ar-en")]
+    pub tokenizer: PathBuf,
+    /// Arabic article the requests are cut from (sentences, paragraphs, the whole).
+    #[arg(long, default_value = "tests/fixtures/seed-article-ar.txt")]
+    pub text: PathBuf,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Generated tokens per sentence (random weights rarely stop early).
+    #[arg(long, default_value_t = 40)]
+    pub max_output_tokens: u32,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+impl LoadtestArgs {
+    /// Server settings for the in-process server: the defaults, with this run's engine knobs.
+    pub fn serve_args(&self) -> ServeArgs {
+        let mut args =
+            match Cli::parse_from(["tarjama", "serve", "--summarization-model", "none"]).command {
+                Command::Serve(args) => *args,
+                _ => unreachable!("parsed a serve command"),
+            };
+        args.engine = self.engine.clone();
+        args
+    }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod hub;
+pub mod loadtest;
 pub mod model;
 pub mod pipeline;
 pub mod scheduler;

@@ -17,6 +17,7 @@ fn main() -> Result<()> {
         Command::Serve(a) => (a.engine.threads, a.log_format),
         Command::Translate(a) => (a.threads, LogFormat::Text),
         Command::Bench(a) => (a.threads, LogFormat::Text),
+        Command::Loadtest(a) => (a.engine.threads, LogFormat::Text),
     };
     set_compute_threads(threads);
     init_logging(log_format);
@@ -24,6 +25,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Translate(args) => translate(args),
         Command::Bench(args) => bench(args),
+        Command::Loadtest(args) => loadtest(args),
     }
 }
 
@@ -168,5 +170,49 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     let peak_kib = tarjama::model::bench::peak_rss_kib().unwrap_or(0);
     println!("peak-rss {:.0} MiB", peak_kib as f64 / 1024.0);
+    Ok(())
+}
+
+fn loadtest(args: tarjama::config::LoadtestArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (clients, seconds) = (args.clients, args.seconds);
+    let r = runtime.block_on(tarjama::loadtest::run(args))?;
+    println!("clients {clients}, {seconds} s");
+    println!(
+        "requests/s {:.2} ({} ok in {:.1} s)",
+        r.requests_ok as f64 / r.seconds,
+        r.requests_ok,
+        r.seconds
+    );
+    println!("target tokens/s {:.1}", r.output_tokens as f64 / r.seconds);
+    println!(
+        "latency p50 {:.0} ms, p99 {:.0} ms",
+        r.percentile(0.5),
+        r.percentile(0.99)
+    );
+    let errors: Vec<String> = r
+        .errors
+        .iter()
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect();
+    println!(
+        "errors: {}",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    );
+    let mib = |k: Option<u64>| {
+        k.map_or("n/a".to_string(), |k| {
+            format!("{:.0} MiB", k as f64 / 1024.0)
+        })
+    };
+    println!(
+        "server RSS after warm-up {}, at end {}, peak {}",
+        mib(r.rss_after_warmup_kib),
+        mib(r.rss_end_kib),
+        mib(r.peak_rss_kib)
+    );
     Ok(())
 }

@@ -167,7 +167,11 @@ impl Prepared {
             detected_language: self.detected_language(),
             segments,
             input_tokens: outputs.iter().map(|o| o.input_tokens).sum(),
-            output_tokens: outputs.iter().map(|o| o.generation.ids.len()).sum(),
+            // The decoder start token is not generated.
+            output_tokens: outputs
+                .iter()
+                .map(|o| o.generation.ids.len().saturating_sub(1))
+                .sum(),
             queue_time,
             inference_time,
             total_time: started.elapsed(),
