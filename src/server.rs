@@ -120,10 +120,14 @@ pub async fn run_with_loader(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let state = Arc::new(AppState::new(args.limits.clone()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1alpha too: older grpcurl releases and many client libraries speak only that.
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let translator_service = TranslatorServer::new(TranslatorService::new(state.clone()))
         .max_decoding_message_size(args.limits.max_message_bytes)
         .max_encoding_message_size(args.limits.max_message_bytes);
@@ -132,7 +136,8 @@ pub async fn run_with_loader(
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(translator_service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
@@ -140,6 +145,12 @@ pub async fn run_with_loader(
     );
     tracing::info!(?addr, "listening; loading models");
 
+    if args.summarization_model != "none" {
+        tracing::warn!(
+            model = %args.summarization_model,
+            "summaries are not implemented yet: the summarization model is not loaded"
+        );
+    }
     let loading = tokio::task::spawn_blocking(load);
     tokio::pin!(shutdown);
     tokio::select! {

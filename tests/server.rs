@@ -616,3 +616,40 @@ async fn bad_articles_are_refused() {
     assert_bad_field(&e, "body", "limit is 5000 characters");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_equal_one_at_a_time_calls() {
+    let server = start(&[]).await;
+    let client = server.client().await;
+    let texts = reference_texts();
+    let mut sequential = Vec::new();
+    for text in &texts {
+        let reply = client
+            .clone()
+            .translate(request(&[("s", text)], None))
+            .await
+            .unwrap();
+        sequential.push(reply.into_inner().translations[0].text.clone());
+    }
+    let mut calls = Vec::new();
+    for round in 0..4 {
+        for (i, text) in texts.iter().enumerate() {
+            let mut c = client.clone();
+            let r = request(&[("c", text)], None);
+            calls.push(tokio::spawn(async move {
+                (
+                    round,
+                    i,
+                    c.translate(r).await.unwrap().into_inner().translations[0]
+                        .text
+                        .clone(),
+                )
+            }));
+        }
+    }
+    for call in calls {
+        let (round, i, text) = call.await.unwrap();
+        assert_eq!(text, sequential[i], "round {round}, text {i}");
+    }
+    server.stop().await;
+}
