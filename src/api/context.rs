@@ -74,74 +74,45 @@ impl RequestContext {
         response
     }
 
-    /// The request's one log line.
-    pub fn finish(&self, span: &tracing::Span, result: Result<&[proto::Translation], &Status>) {
-        let _enter = span.enter();
-        let total_ms = self.started.elapsed().as_millis() as u64;
-        match result {
-            Ok(translations) => {
-                let sum = |f: fn(&proto::Usage) -> u32| -> u32 {
-                    translations
-                        .iter()
-                        .filter_map(|t| t.usage.as_ref())
-                        .map(f)
-                        .sum()
-                };
-                let timing = |f: fn(&proto::Timings) -> u32| -> u32 {
-                    translations
-                        .iter()
-                        .filter_map(|t| t.timings.as_ref())
-                        .map(f)
-                        .max()
-                        .unwrap_or(0)
-                };
-                tracing::info!(
-                    code = "OK",
-                    input_tokens = sum(|u| u.input_tokens),
-                    output_tokens = sum(|u| u.output_tokens),
-                    queue_ms = timing(|t| t.queue_ms),
-                    inference_ms = timing(|t| t.inference_ms),
-                    total_ms,
-                    "request done"
-                );
-            }
-            Err(status) => tracing::info!(
-                code = ?status.code(),
-                message = status.message(),
-                total_ms,
-                "request failed"
-            ),
-        }
-    }
-}
-
-impl RequestContext {
-    /// The one log line of an article request.
-    pub fn finish_article(
+    /// The request's one log line: usage and timings summed over the texts it carried.
+    pub fn finish<'a>(
         &self,
         span: &tracing::Span,
-        result: Result<&proto::ArticleResponse, &Status>,
+        result: Result<
+            impl IntoIterator<Item = (Option<&'a proto::Usage>, Option<&'a proto::Timings>)>,
+            &Status,
+        >,
     ) {
         let _enter = span.enter();
         let total_ms = self.started.elapsed().as_millis() as u64;
-        match result {
-            Ok(r) => {
-                let usage = r.usage.clone().unwrap_or_default();
-                let timings = r.timings.clone().unwrap_or_default();
-                tracing::info!(
-                    code = "OK",
-                    input_tokens = usage.input_tokens,
-                    output_tokens = usage.output_tokens,
-                    queue_ms = timings.queue_ms,
-                    inference_ms = timings.inference_ms,
-                    total_ms,
-                    "request done"
-                );
-            }
+        let parts = match result {
+            Ok(parts) => parts,
             Err(status) => {
-                tracing::info!(code = ?status.code(), message = status.message(), total_ms, "request failed")
+                tracing::info!(code = ?status.code(), message = status.message(), total_ms, "request failed");
+                return;
             }
+        };
+        let (mut usage, mut timings) = (proto::Usage::default(), proto::Timings::default());
+        for (u, t) in parts {
+            let (u, t) = (
+                u.copied().unwrap_or_default(),
+                t.copied().unwrap_or_default(),
+            );
+            usage.input_tokens += u.input_tokens;
+            usage.output_tokens += u.output_tokens;
+            // Texts of one request run side by side: the slowest one is the request's time.
+            timings.queue_ms = timings.queue_ms.max(t.queue_ms);
+            timings.inference_ms = timings.inference_ms.max(t.inference_ms);
         }
+        tracing::info!(
+            code = "OK",
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            queue_ms = timings.queue_ms,
+            inference_ms = timings.inference_ms,
+            total_ms,
+            "request done"
+        );
     }
 }
 

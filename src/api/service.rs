@@ -53,7 +53,12 @@ impl translator_server::Translator for TranslatorService {
         }
         .instrument(span.clone())
         .await;
-        ctx.finish(&span, result.as_ref().map(|r| r.translations.as_slice()));
+        let parts = result.as_ref().map(|r| {
+            r.translations
+                .iter()
+                .map(|t| (t.usage.as_ref(), t.timings.as_ref()))
+        });
+        ctx.finish(&span, parts);
         result.map(|r| ctx.response(r))
     }
 
@@ -97,7 +102,12 @@ impl translator_server::Translator for TranslatorService {
         }
         .instrument(span.clone())
         .await;
-        ctx.finish_article(&span, result.as_ref());
+        ctx.finish(
+            &span,
+            result
+                .as_ref()
+                .map(|r| [(r.usage.as_ref(), r.timings.as_ref())]),
+        );
         result.map(|r| ctx.response(r))
     }
 

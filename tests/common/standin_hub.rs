@@ -13,7 +13,6 @@
 //! `{rev}` is percent-decoded (`refs%2Fpr%2F13`) and matches a revision name or
 //! a commit sha. Self-contained (std + sha2); plain HTTP/1.1 with keep-alive,
 //! bounded in connections, requests and idle time; stops on drop.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
