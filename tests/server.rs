@@ -2,134 +2,23 @@
 //! talked to with tonic clients.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use tarjama::config::{Cli, Command, ServeArgs};
 use tarjama::model::{Device, Seq2SeqModel};
 use tarjama::proto::article_event::Event;
-use tarjama::proto::translator_client::TranslatorClient;
 use tarjama::proto::{
     ArticleRequest, ListModelsRequest, TextInput, TranslateRequest, TranslateResponse,
     TranslationOptions,
 };
-use tarjama::server;
 use tarjama::tokenizer::Tokenizer;
-use tokio::sync::oneshot;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_types::StatusExt;
 
-const MARIAN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/tiny-marian-ar-en"
-);
+mod common;
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), server::StartupError>>>,
-}
-
-impl TestServer {
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn client(&self) -> TranslatorClient<Channel> {
-        TranslatorClient::new(self.channel().await)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-fn serve_args(extra: &[&str]) -> ServeArgs {
-    let mut argv = vec![
-        "tarjama",
-        "serve",
-        "--translation-model",
-        MARIAN,
-        "--summarization-model",
-        "none",
-        "--max-texts-per-request",
-        "8",
-        "--max-input-chars",
-        "5000",
-    ];
-    argv.extend_from_slice(extra);
-    match Cli::parse_from(argv).command {
-        Command::Serve(args) => *args,
-        _ => unreachable!(),
-    }
-}
-
-/// Starts a server; `gate` (if any) holds model loading until it fires.
-async fn start_with(args: ServeArgs, gate: Option<std::sync::mpsc::Receiver<()>>) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let spec = args.translation_model.clone();
-    let hub = args.hub.clone();
-    let scheduler = args.engine.scheduler_config();
-    let load = move || {
-        if let Some(gate) = gate {
-            let _ = gate.recv();
-        }
-        server::start_translator(&spec, &hub, scheduler)
-    };
-    let done = tokio::spawn(server::run_with_loader(
-        args,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        load,
-    ));
-    TestServer {
-        addr,
-        stop: Some(stop),
-        done: Some(done),
-    }
-}
-
-async fn start(extra: &[&str]) -> TestServer {
-    let server = start_with(serve_args(extra), None).await;
-    wait_serving(&server).await;
-    server
-}
-
-async fn health(server: &TestServer) -> ServingStatus {
-    let mut client = HealthClient::new(server.channel().await);
-    let reply = client
-        .check(HealthCheckRequest {
-            service: "tarjama.v1.Translator".into(),
-        })
-        .await
-        .unwrap();
-    ServingStatus::try_from(reply.into_inner().status).unwrap()
-}
-
-async fn wait_serving(server: &TestServer) {
-    for _ in 0..600 {
-        if health(server).await == ServingStatus::Serving {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server never became SERVING");
-}
+use common::server::{health, serve_args, start, start_with, wait_serving, MARIAN};
 
 fn request(texts: &[(&str, &str)], options: Option<TranslationOptions>) -> TranslateRequest {
     TranslateRequest {

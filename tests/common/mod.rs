@@ -2,4 +2,6 @@
 #[allow(dead_code)]
 pub mod engine;
 #[allow(dead_code)]
+pub mod server;
+#[allow(dead_code)]
 pub mod standin_hub;

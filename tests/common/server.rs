@@ -1,0 +1,137 @@
+//! A tarjama server on 127.0.0.1:0 for integration tests.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use std::time::Duration;
+use tarjama::config::{Cli, Command, ServeArgs};
+use tarjama::proto::translator_client::TranslatorClient;
+use tarjama::server;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub const MARIAN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tiny-marian-ar-en"
+);
+
+pub struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), server::StartupError>>>,
+}
+
+impl TestServer {
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self) -> TranslatorClient<Channel> {
+        TranslatorClient::new(self.channel().await)
+    }
+
+    pub async fn stop(self) {
+        self.outcome().await.unwrap();
+    }
+
+    /// Waits (at most 60 s) for the server to end on its own, e.g. when startup fails.
+    pub async fn ended(mut self) -> Result<(), server::StartupError> {
+        let done = self.done.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), done)
+            .await
+            .expect("the server did not end")
+            .unwrap()
+    }
+
+    /// Stops the server (if still running) and returns how it ended.
+    pub async fn outcome(mut self) -> Result<(), server::StartupError> {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+pub fn serve_args(extra: &[&str]) -> ServeArgs {
+    let mut argv = vec!["tarjama", "serve"];
+    if !extra.contains(&"--translation-model") {
+        argv.extend(["--translation-model", MARIAN]);
+    }
+    argv.extend([
+        "--summarization-model",
+        "none",
+        "--max-texts-per-request",
+        "8",
+        "--max-input-chars",
+        "5000",
+    ]);
+    argv.extend_from_slice(extra);
+    match Cli::parse_from(argv).command {
+        Command::Serve(args) => *args,
+        _ => unreachable!(),
+    }
+}
+
+/// Starts a server; `gate` (if any) holds model loading until it fires.
+pub async fn start_with(
+    args: ServeArgs,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let spec = args.translation_model.clone();
+    let hub = args.hub.clone();
+    let scheduler = args.engine.scheduler_config();
+    let load = move || {
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
+        server::start_translator(&spec, &hub, scheduler)
+    };
+    let done = tokio::spawn(server::run_with_loader(
+        args,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        load,
+    ));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+pub async fn start(extra: &[&str]) -> TestServer {
+    let server = start_with(serve_args(extra), None).await;
+    wait_serving(&server).await;
+    server
+}
+
+pub async fn health(server: &TestServer) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: "tarjama.v1.Translator".into(),
+        })
+        .await
+        .unwrap();
+    ServingStatus::try_from(reply.into_inner().status).unwrap()
+}
+
+pub async fn wait_serving(server: &TestServer) {
+    for _ in 0..600 {
+        if health(server).await == ServingStatus::Serving {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server never became SERVING");
+}
