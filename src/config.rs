@@ -30,6 +30,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Translate one text locally, without a server.
     Translate(TranslateArgs),
+    /// Summarise one English text locally, without a server.
+    Summarize(SummarizeArgs),
     /// Measure engine speed on an opus-mt-ar-en-shaped model with random weights.
     Bench(BenchArgs),
     /// Concurrent clients over loopback for a fixed time; reports throughput and latency.
@@ -53,7 +55,7 @@ pub struct HubArgs {
     pub offline: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TARJAMA_LISTEN", default_value = "127.0.0.1:50051")]
@@ -203,4 +205,36 @@ impl LoadtestArgs {
         args.engine = self.engine.clone();
         args
     }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SummaryMethodArg {
+    Extractive,
+    Abstractive,
+}
+
+#[derive(Args, Debug)]
+pub struct SummarizeArgs {
+    /// Summarization model (abstractive): a local folder or `owner/name[@revision]`.
+    #[arg(long, env = "TARJAMA_SUMMARIZATION_MODEL", default_value = DEFAULT_SUMMARIZATION_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Extractive needs no model.
+    #[arg(long, value_enum, default_value = "abstractive")]
+    pub method: SummaryMethodArg,
+    /// Extractive: most sentences (default 3).
+    #[arg(long)]
+    pub max_sentences: Option<usize>,
+    /// Extractive: most words.
+    #[arg(long)]
+    pub max_words: Option<usize>,
+    /// Print `{"summary": …, "method": …}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute threads (0 = all cores).
+    #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// English text; read from standard input when absent.
+    pub text: Option<String>,
 }

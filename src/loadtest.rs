@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+use crate::api::Engines;
 use crate::config::{LoadtestArgs, ServeArgs};
 use crate::model::{bench::peak_rss_kib, Device, ModelConfig, Seq2SeqModel};
 use crate::pipeline::{ModelInfo, Translator};
@@ -91,7 +92,7 @@ async fn start_random_server(
     let tokenizer_dir = args.tokenizer.clone();
     let serve: ServeArgs = args.serve_args();
     let scheduler = serve.engine.scheduler_config();
-    let load = move || -> Result<Translator, StartupError> {
+    let load = move || -> Result<Engines, StartupError> {
         let config =
             ModelConfig::from_file(&config_path).map_err(|source| StartupError::Model {
                 dir: config_path.clone(),
@@ -116,7 +117,11 @@ async fn start_random_server(
             max_output_tokens: defaults.max_length.saturating_sub(1),
             default_beam_size: defaults.num_beams,
         };
-        Ok(Translator::start(model, tokenizer, info, scheduler)?)
+        let translator = Translator::start(model, tokenizer, info, scheduler)?;
+        Ok(Engines {
+            translator: Arc::new(translator),
+            summarizer: None,
+        })
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

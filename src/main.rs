@@ -17,6 +17,7 @@ fn main() -> Result<()> {
         Command::Serve(a) => (a.engine.threads, a.log_format),
         Command::Translate(a) => (a.threads, LogFormat::Text),
         Command::Bench(a) => (a.threads, LogFormat::Text),
+        Command::Summarize(a) => (a.threads, LogFormat::Text),
         Command::Loadtest(a) => (a.engine.threads, LogFormat::Text),
     };
     set_compute_threads(threads);
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Translate(args) => translate(args),
         Command::Bench(args) => bench(args),
+        Command::Summarize(args) => summarize(args),
         Command::Loadtest(args) => loadtest(args),
     }
 }
@@ -215,5 +217,56 @@ fn loadtest(args: tarjama::config::LoadtestArgs) -> Result<()> {
         mib(r.rss_end_kib),
         mib(r.peak_rss_kib)
     );
+    Ok(())
+}
+
+fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
+    use tarjama::config::SummaryMethodArg;
+    use tarjama::pipeline::{summarize_english, Summarizer, SummaryMethod, SummaryRequest};
+    let text = read_text(args.text.clone())?;
+    let request = SummaryRequest {
+        method: match args.method {
+            SummaryMethodArg::Extractive => SummaryMethod::Extractive,
+            SummaryMethodArg::Abstractive => SummaryMethod::Abstractive,
+        },
+        budget: tarjama::summarize::SummaryBudget {
+            max_sentences: args.max_sentences,
+            max_words: args.max_words,
+        },
+        generation: TranslateOptions::default(),
+    };
+    let summarizer = match args.method {
+        SummaryMethodArg::Extractive => None,
+        SummaryMethodArg::Abstractive => {
+            let resolved = server::resolve_model(&args.model, &args.hub)?;
+            let (model, tokenizer) = server::load_model(&resolved)?;
+            let info = server::summarization_info(&resolved, &model);
+            Some(Summarizer::start(
+                model,
+                tokenizer,
+                info,
+                SchedulerConfig::default(),
+            )?)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = runtime.block_on(summarize_english(summarizer.as_ref(), text, &request, None))?;
+    if let Some(s) = &summarizer {
+        s.shutdown();
+    }
+    let method = match out.method {
+        SummaryMethod::Abstractive => "abstractive",
+        _ => "extractive",
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": out.text, "method": method})
+        );
+    } else {
+        println!("{}", out.text);
+    }
     Ok(())
 }

@@ -8,11 +8,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::api::{AppState, TranslatorService};
+use crate::api::{AppState, Engines, TranslatorService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{Device, ModelError, Seq2SeqModel};
-use crate::pipeline::{ModelInfo, PipelineError, Translator};
+use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Translator};
 use crate::proto::{self, translator_server::TranslatorServer};
 use crate::scheduler::SchedulerConfig;
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -95,6 +95,50 @@ pub fn start_translator(
     Ok(Translator::start(model, tokenizer, info, scheduler)?)
 }
 
+pub fn summarization_info(resolved: &ResolvedModel, model: &Seq2SeqModel) -> ModelInfo {
+    let config = model.config();
+    let defaults = model
+        .summarization_defaults()
+        .unwrap_or_else(|| model.generation_defaults());
+    ModelInfo {
+        id: resolved.id.clone(),
+        revision: resolved.revision.clone(),
+        family: config.model_type,
+        task: "summarization",
+        source_language: "en",
+        target_language: "en",
+        max_input_tokens: config.max_position_embeddings,
+        max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
+        default_beam_size: defaults.num_beams.max(1),
+    }
+}
+
+/// Resolves, loads and starts the summarization model named by `spec` (`none`: no model).
+pub fn start_summarizer(
+    spec: &str,
+    hub_args: &HubArgs,
+    scheduler: SchedulerConfig,
+) -> Result<Option<Summarizer>, StartupError> {
+    if spec.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let resolved = resolve_model(spec, hub_args)?;
+    let (model, tokenizer) = load_model(&resolved)?;
+    let info = summarization_info(&resolved, &model);
+    Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
+}
+
+/// Both models of `args`.
+pub fn start_engines(args: &ServeArgs) -> Result<Engines, StartupError> {
+    let scheduler = args.engine.scheduler_config();
+    let translator = start_translator(&args.translation_model, &args.hub, scheduler.clone())?;
+    let summarizer = start_summarizer(&args.summarization_model, &args.hub, scheduler)?;
+    Ok(Engines {
+        translator: Arc::new(translator),
+        summarizer: summarizer.map(Arc::new),
+    })
+}
+
 /// Serves on `listener` until `shutdown` completes. Health is NOT_SERVING until the models
 /// are loaded and again from the moment shutdown begins; in-flight calls are finished.
 pub async fn run(
@@ -102,10 +146,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let spec = args.translation_model.clone();
-    let hub_args = args.hub.clone();
-    let scheduler = args.engine.scheduler_config();
-    let load = move || start_translator(&spec, &hub_args, scheduler);
+    let load = {
+        let args = args.clone();
+        move || start_engines(&args)
+    };
     run_with_loader(args, listener, shutdown, load).await
 }
 
@@ -115,7 +159,7 @@ pub async fn run_with_loader(
     args: ServeArgs,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    load: impl FnOnce() -> Result<Translator, StartupError> + Send + 'static,
+    load: impl FnOnce() -> Result<Engines, StartupError> + Send + 'static,
 ) -> Result<(), StartupError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -145,26 +189,20 @@ pub async fn run_with_loader(
     );
     tracing::info!(?addr, "listening; loading models");
 
-    if args.summarization_model != "none" {
-        tracing::warn!(
-            model = %args.summarization_model,
-            "summaries are not implemented yet: the summarization model is not loaded"
-        );
-    }
     let loading = tokio::task::spawn_blocking(load);
     tokio::pin!(shutdown);
     tokio::select! {
         loaded = loading => {
-            let translator = match loaded? {
-                Ok(t) => t,
+            let engines = match loaded? {
+                Ok(e) => e,
                 Err(e) => {
                     let _ = stop_tx.send(());
                     let _ = server.await;
                     return Err(e);
                 }
             };
-            tracing::info!(model = %translator.info().id, "serving");
-            state.set_translator(Arc::new(translator));
+            tracing::info!(model = %engines.translator.info().id, summarizer = engines.summarizer.is_some(), "serving");
+            state.set_engines(engines);
             set_health(&health, ServingStatus::Serving).await;
             (&mut shutdown).await;
         }
@@ -173,11 +211,17 @@ pub async fn run_with_loader(
 
     tracing::info!("shutting down: refusing new calls, finishing the ones in flight");
     set_health(&health, ServingStatus::NotServing).await;
-    let translator = state.take_translator();
+    let engines = state.take_engines();
     let _ = stop_tx.send(());
     server.await??;
-    if let Some(translator) = translator {
-        tokio::task::spawn_blocking(move || translator.shutdown()).await?;
+    if let Some(engines) = engines {
+        tokio::task::spawn_blocking(move || {
+            engines.translator.shutdown();
+            if let Some(s) = &engines.summarizer {
+                s.shutdown();
+            }
+        })
+        .await?;
     }
     tracing::info!("stopped");
     Ok(())

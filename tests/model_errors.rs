@@ -198,3 +198,17 @@ fn model_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Seq2SeqModel>();
 }
+
+#[test]
+fn legacy_force_bos_key_sets_forced_bos() {
+    let text = std::fs::read_to_string(format!("{BART}/config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(ModelConfig::from_json_str(&config.to_string())
+        .unwrap()
+        .generation_defaults()
+        .forced_bos_token_id
+        .is_none());
+    config["force_bos_token_to_be_generated"] = true.into();
+    let parsed = ModelConfig::from_json_str(&config.to_string()).unwrap();
+    assert_eq!(parsed.generation_defaults().forced_bos_token_id, Some(0));
+}

@@ -420,7 +420,13 @@ async fn process_article_keeps_the_paragraphs_of_the_seed_article() {
     assert!(!reply.title.is_empty());
     assert_eq!(reply.title_segments.len(), 1);
     assert_eq!(reply.body.split("\n\n").count(), source_paragraphs);
-    assert!(reply.summary.is_none(), "summaries are not produced yet");
+    // No summarization model here: AUTO gives an extractive summary.
+    let summary = reply.summary.expect("a summary");
+    assert_eq!(
+        summary.method,
+        tarjama::proto::SummaryMethod::Extractive as i32
+    );
+    assert!(!summary.text.is_empty());
     assert_eq!(reply.detected_language, "ar");
     // Body spans point into the request's body field, after the title line.
     let body: Vec<char> = request.body.chars().collect();

@@ -7,8 +7,9 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::convert;
+use super::state::Engines;
 use super::validate::ArticleJob;
-use crate::pipeline::{TranslatedParagraph, TranslatedText, Translator};
+use crate::pipeline::{summarize_english, TranslatedParagraph, TranslatedText, Translator};
 use crate::proto::{self, article_event::Event};
 
 /// Paragraphs buffered between the translation and a slow client.
@@ -38,15 +39,40 @@ async fn translate_part(
 }
 
 pub async fn process(
-    translator: &Translator,
+    engines: &Engines,
     job: ArticleJob,
     deadline: Option<Instant>,
 ) -> Result<proto::ArticleResponse, Status> {
+    let translator = &engines.translator;
     let (title, body) = tokio::try_join!(
         translate_part(translator, &job.title, &job, deadline, None),
         translate_part(translator, &job.body, &job, deadline, None),
     )?;
-    Ok(response(translator, &job, title, body))
+    let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
+    let mut response = response(translator, &job, title, body);
+    response.summary = summary;
+    Ok(response)
+}
+
+/// The English article's summary (of the body; of the title when there is no body).
+async fn summary(
+    engines: &Engines,
+    job: &ArticleJob,
+    title: Option<&TranslatedText>,
+    body: Option<&TranslatedText>,
+    deadline: Option<Instant>,
+) -> Result<Option<proto::Summary>, Status> {
+    let Some(english) = body.or(title).map(|t| t.text.clone()) else {
+        return Ok(None);
+    };
+    let out = summarize_english(
+        engines.summarizer.as_deref(),
+        english,
+        &job.summary,
+        deadline,
+    )
+    .await?;
+    Ok(Some(convert::summary(&out)))
 }
 
 fn response(
@@ -78,11 +104,12 @@ fn response(
 
 /// Streams the article: title, then each body paragraph as soon as it is done, then totals.
 pub async fn stream(
-    translator: &Translator,
+    engines: &Engines,
     job: ArticleJob,
     deadline: Option<Instant>,
     tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
 ) -> Result<(), Status> {
+    let translator = &engines.translator;
     let (paragraph_tx, mut paragraphs) = mpsc::channel(PARAGRAPH_BUFFER);
     let body = async {
         let done = translate_part(translator, &job.body, &job, deadline, Some(&paragraph_tx)).await;
@@ -115,6 +142,7 @@ pub async fn stream(
         Ok((title, count))
     };
     let (body, (title, count)) = tokio::try_join!(body, forward)?;
+    let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
     let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
     let info = translator.info();
     let done = Event::Done(proto::ArticleDone {
@@ -123,7 +151,7 @@ pub async fn stream(
         detected_language: totals.language.to_string(),
         usage: Some(totals.usage()),
         timings: Some(totals.timings()),
-        summary: None,
+        summary,
         model: info.id.clone(),
         model_revision: info.revision.clone(),
     });

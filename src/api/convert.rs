@@ -1,6 +1,6 @@
 //! Domain results → protobuf messages.
 
-use crate::pipeline::{ModelInfo, TranslatedSegment, TranslatedText};
+use crate::pipeline::{ModelInfo, SummaryMethod, SummaryOutput, TranslatedSegment, TranslatedText};
 use crate::proto;
 
 pub fn ms(d: std::time::Duration) -> u32 {
@@ -65,5 +65,27 @@ pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
         max_output_tokens: clamp(info.max_output_tokens),
         default_beam_size: clamp(info.default_beam_size),
         max_beam_size: clamp(crate::pipeline::MAX_BEAM_SIZE),
+    }
+}
+
+pub fn summary(out: &SummaryOutput) -> proto::Summary {
+    proto::Summary {
+        text: out.text.clone(),
+        method: summary_method(out.method) as i32,
+        model: out.model.clone(),
+        input_truncated: out.input_truncated,
+        usage: Some(proto::Usage {
+            input_tokens: clamp(out.input_tokens),
+            output_tokens: clamp(out.output_tokens),
+            sentences: 0,
+        }),
+    }
+}
+
+pub fn summary_method(method: SummaryMethod) -> proto::SummaryMethod {
+    match method {
+        SummaryMethod::Auto => proto::SummaryMethod::Unspecified,
+        SummaryMethod::Extractive => proto::SummaryMethod::Extractive,
+        SummaryMethod::Abstractive => proto::SummaryMethod::Abstractive,
     }
 }

@@ -11,4 +11,4 @@ pub mod validate;
 
 pub use context::parse_grpc_timeout;
 pub use service::TranslatorService;
-pub use state::AppState;
+pub use state::{AppState, Engines};

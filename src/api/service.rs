@@ -13,9 +13,9 @@ use tracing::Instrument;
 use super::article;
 use super::context::RequestContext;
 use super::convert;
-use super::state::AppState;
-use super::validate::{self, TranslateJob};
-use crate::pipeline::{TranslatedText, Translator};
+use super::state::{AppState, Engines};
+use super::validate::{self, SummarizeJob, TranslateJob};
+use crate::pipeline::{summarize_english, SourceLanguage, TranslatedText, Translator};
 use crate::proto::{self, translator_server};
 
 /// Texts of one stream translated at the same time; more wait (HTTP/2 flow control then
@@ -94,10 +94,10 @@ impl translator_server::Translator for TranslatorService {
         let ctx = RequestContext::new("ProcessArticle", request.metadata());
         let span = ctx.span();
         let result = async {
-            let translator = self.state.translator()?;
-            let job =
-                validate::article_request(request.into_inner(), &self.state.limits(&translator))?;
-            ctx.within_deadline(article::process(&translator, job, ctx.deadline()))
+            let engines = self.state.engines()?;
+            let limits = self.state.limits(&engines.translator);
+            let job = validate::article_request(request.into_inner(), &limits)?;
+            ctx.within_deadline(article::process(&engines, job, ctx.deadline()))
                 .await
         }
         .instrument(span.clone())
@@ -118,13 +118,16 @@ impl translator_server::Translator for TranslatorService {
         request: Request<proto::ArticleRequest>,
     ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
         let ctx = RequestContext::new("ProcessArticleStream", request.metadata());
-        let translator = self.state.translator()?;
-        let job = validate::article_request(request.into_inner(), &self.state.limits(&translator))?;
+        let engines = self.state.engines()?;
+        let job = validate::article_request(
+            request.into_inner(),
+            &self.state.limits(&engines.translator),
+        )?;
         let (tx, rx) = mpsc::channel(4);
         let span = ctx.span();
         tokio::spawn(
             async move {
-                let work = article::stream(&translator, job, ctx.deadline(), &tx);
+                let work = article::stream(&engines, job, ctx.deadline(), &tx);
                 if let Err(status) = ctx.within_deadline(work).await {
                     let _ = tx.send(Err(status)).await;
                 }
@@ -134,12 +137,41 @@ impl translator_server::Translator for TranslatorService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn summarize(
+        &self,
+        request: Request<proto::SummarizeRequest>,
+    ) -> Result<Response<proto::SummarizeResponse>, Status> {
+        let ctx = RequestContext::new("Summarize", request.metadata());
+        let span = ctx.span();
+        let result = async {
+            let engines = self.state.engines()?;
+            let job = validate::summarize_request(
+                request.into_inner(),
+                &self.state.limits(&engines.translator),
+            )?;
+            ctx.within_deadline(summarize_job(&engines, job, ctx.deadline()))
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        ctx.finish(
+            &span,
+            result
+                .as_ref()
+                .map(|r| [(r.usage.as_ref(), r.timings.as_ref())]),
+        );
+        result.map(|r| ctx.response(r))
+    }
+
     async fn list_models(
         &self,
         _request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let translator = self.state.translator()?;
-        let models = vec![convert::model_info(translator.info())];
+        let engines = self.state.engines()?;
+        let mut models = vec![convert::model_info(engines.translator.info())];
+        if let Some(summarizer) = &engines.summarizer {
+            models.push(convert::model_info(summarizer.info()));
+        }
         Ok(Response::new(proto::ListModelsResponse { models }))
     }
 }
@@ -165,6 +197,52 @@ async fn translate_job(
     });
     let translations = try_join_all(work).await?;
     Ok(proto::TranslateResponse { translations })
+}
+
+async fn summarize_job(
+    engines: &Engines,
+    job: SummarizeJob,
+    deadline: Option<Instant>,
+) -> Result<proto::SummarizeResponse, Status> {
+    let started = Instant::now();
+    let (english, translation) = if job.arabic {
+        let done = engines
+            .translator
+            .translate(job.text, SourceLanguage::Arabic, &job.translation, deadline)
+            .await?;
+        (done.text.clone(), Some(done))
+    } else {
+        (job.text, None)
+    };
+    let out = summarize_english(
+        engines.summarizer.as_deref(),
+        english,
+        &job.summary,
+        deadline,
+    )
+    .await?;
+    let summary = convert::summary(&out);
+    let queue = translation
+        .as_ref()
+        .map_or(Default::default(), |t| t.queue_time)
+        + out.queue_time;
+    let inference = translation
+        .as_ref()
+        .map_or(Default::default(), |t| t.inference_time)
+        + out.inference_time;
+    Ok(proto::SummarizeResponse {
+        text: summary.text,
+        method: summary.method,
+        model: summary.model,
+        input_truncated: summary.input_truncated,
+        usage: summary.usage,
+        timings: Some(proto::Timings {
+            queue_ms: convert::ms(queue),
+            inference_ms: convert::ms(inference),
+            total_ms: convert::ms(started.elapsed()),
+        }),
+        translation: translation.map(|t| t.text).unwrap_or_default(),
+    })
 }
 
 /// Reads requests from the stream and answers each text as soon as it is done. Stops (and

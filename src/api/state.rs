@@ -8,49 +8,59 @@ use tonic::Status;
 use super::status::not_ready;
 use super::validate::Limits;
 use crate::config::LimitArgs;
-use crate::pipeline::Translator;
+use crate::pipeline::{Summarizer, Translator};
+
+/// The loaded models.
+pub struct Engines {
+    pub translator: Arc<Translator>,
+    pub summarizer: Option<Arc<Summarizer>>,
+}
 
 pub struct AppState {
-    translator: RwLock<Option<Arc<Translator>>>,
+    engines: RwLock<Option<Arc<Engines>>>,
     limits: LimitArgs,
 }
 
 impl AppState {
     pub fn new(limits: LimitArgs) -> Self {
         Self {
-            translator: RwLock::new(None),
+            engines: RwLock::new(None),
             limits,
         }
     }
 
     /// Makes the server ready.
-    pub fn set_translator(&self, translator: Arc<Translator>) {
-        *self.translator.write().unwrap_or_else(|e| e.into_inner()) = Some(translator);
+    pub fn set_engines(&self, engines: Engines) {
+        *self.engines.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engines));
     }
 
-    /// Refuses new requests from now on; returns the translator so in-flight work can finish.
-    pub fn take_translator(&self) -> Option<Arc<Translator>> {
-        self.translator
+    /// Refuses new requests from now on; returns the models so in-flight work can finish.
+    pub fn take_engines(&self) -> Option<Arc<Engines>> {
+        self.engines
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
 
-    pub fn translator(&self) -> Result<Arc<Translator>, Status> {
-        self.translator
+    pub fn engines(&self) -> Result<Arc<Engines>, Status> {
+        self.engines
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| {
-                not_ready("the translation model is not loaded (starting up or shutting down)")
-            })
+            .ok_or_else(|| not_ready("the models are not loaded (starting up or shutting down)"))
+    }
+
+    pub fn translator(&self) -> Result<Arc<Translator>, Status> {
+        Ok(self.engines()?.translator.clone())
     }
 
     pub fn limits(&self, translator: &Translator) -> Limits {
+        let summarizer = self.engines().ok().and_then(|e| e.summarizer.clone());
         Limits {
             max_input_chars: self.limits.max_input_chars,
             max_texts_per_request: self.limits.max_texts_per_request,
             max_output_tokens: translator.info().max_output_tokens,
+            max_summary_tokens: summarizer.map_or(0, |s| s.info().max_output_tokens),
         }
     }
 }

@@ -21,6 +21,7 @@ impl From<PipelineError> for Status {
     fn from(err: PipelineError) -> Self {
         match err {
             PipelineError::Scheduler(e) => scheduler_status(e),
+            PipelineError::NoSummarizationModel => Status::failed_precondition(err.to_string()),
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
                 Status::internal(other.to_string())

@@ -3,8 +3,11 @@
 
 use std::collections::HashSet;
 
-use crate::pipeline::{SourceLanguage, TranslateOptions, MAX_BEAM_SIZE};
+use crate::pipeline::{
+    SourceLanguage, SummaryMethod, SummaryRequest, TranslateOptions, MAX_BEAM_SIZE,
+};
 use crate::proto;
+use crate::summarize::SummaryBudget;
 
 /// Limits a request must respect.
 #[derive(Clone, Debug)]
@@ -13,7 +16,13 @@ pub struct Limits {
     pub max_texts_per_request: usize,
     /// Longest generation the model allows.
     pub max_output_tokens: usize,
+    /// Longest generation the summarization model allows (0: none loaded).
+    pub max_summary_tokens: usize,
 }
+
+/// Bounds of the extractive budget.
+const MAX_SUMMARY_SENTENCES: u32 = 50;
+const MAX_SUMMARY_WORDS: u32 = 5000;
 
 /// A field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +55,16 @@ pub struct ArticleJob {
     pub body_offset: usize,
     pub language: SourceLanguage,
     pub options: TranslateOptions,
+    pub summary: SummaryRequest,
+}
+
+/// A checked Summarize call.
+pub struct SummarizeJob {
+    pub text: String,
+    /// Translate first.
+    pub arabic: bool,
+    pub summary: SummaryRequest,
+    pub translation: TranslateOptions,
 }
 
 #[derive(Default)]
@@ -78,7 +97,12 @@ pub fn translate_request(
         ("source_language", &request.source_language),
         ("target_language", &request.target_language),
     );
-    let options = translation_options(&mut check, request.options.as_ref(), limits);
+    let options = translation_options(
+        &mut check,
+        "options",
+        request.options.as_ref(),
+        limits.max_output_tokens,
+    );
     if request.texts.is_empty() {
         check.fail("texts", "at least one text is required");
     }
@@ -165,8 +189,9 @@ fn language_pair(
 
 fn translation_options(
     check: &mut Checker,
+    prefix: &str,
     options: Option<&proto::TranslationOptions>,
-    limits: &Limits,
+    max_output_tokens: usize,
 ) -> TranslateOptions {
     let Some(options) = options else {
         return TranslateOptions::default();
@@ -175,20 +200,17 @@ fn translation_options(
     if let Some(beams) = num_beams {
         if beams == 0 || beams > MAX_BEAM_SIZE {
             check.fail(
-                "options.beam_size",
+                format!("{prefix}.beam_size"),
                 format!("beam size {beams} is out of range: use 1 (greedy) to {MAX_BEAM_SIZE}, or leave it unset for the model default"),
             );
         }
     }
     let max_new_tokens = options.max_output_tokens.map(|m| m as usize);
     if let Some(max) = max_new_tokens {
-        if max == 0 || max > limits.max_output_tokens {
+        if max == 0 || max > max_output_tokens {
             check.fail(
-                "options.max_output_tokens",
-                format!(
-                    "{max} is out of range: use 1 to {}, or leave it unset",
-                    limits.max_output_tokens
-                ),
+                format!("{prefix}.max_output_tokens"),
+                format!("{max} is out of range: use 1 to {max_output_tokens}, or leave it unset"),
             );
         }
     }
@@ -197,7 +219,7 @@ fn translation_options(
         None
     } else if !(penalty.is_finite() && penalty > 0.0 && penalty <= 5.0) {
         check.fail(
-            "options.length_penalty",
+            format!("{prefix}.length_penalty"),
             format!("{penalty} is out of range: use a value in (0, 5], or 0 for the model default"),
         );
         None
@@ -221,7 +243,13 @@ pub fn article_request(
         ("source_language", &request.source_language),
         ("target_language", ""),
     );
-    let options = translation_options(&mut check, request.options.as_ref(), limits);
+    let options = translation_options(
+        &mut check,
+        "options",
+        request.options.as_ref(),
+        limits.max_output_tokens,
+    );
+    let summary = summary_options(&mut check, request.summary_options.as_ref(), limits);
     let (title, body, body_offset) =
         if request.title.trim().is_empty() && request.title_from_first_line {
             split_first_line(&request.body)
@@ -248,7 +276,94 @@ pub fn article_request(
         body_offset,
         language,
         options,
+        summary,
     })
+}
+
+pub fn summarize_request(
+    request: proto::SummarizeRequest,
+    limits: &Limits,
+) -> Result<SummarizeJob, InvalidRequest> {
+    let mut check = Checker::default();
+    text_field(&mut check, "text", &request.text, limits);
+    let arabic = match request.language.trim().to_ascii_lowercase().as_str() {
+        "ar" => true,
+        "en" => false,
+        "" | "auto" => crate::text::detect_language(&request.text).needs_translation(),
+        other => {
+            check.fail(
+                "language",
+                format!("unknown language `{other}`: use `en`, `ar`, or leave it empty to detect"),
+            );
+            false
+        }
+    };
+    let translation = translation_options(
+        &mut check,
+        "translation_options",
+        request.translation_options.as_ref(),
+        limits.max_output_tokens,
+    );
+    let summary = summary_options(&mut check, request.options.as_ref(), limits);
+    check.finish(SummarizeJob {
+        text: request.text,
+        arabic,
+        summary,
+        translation,
+    })
+}
+
+fn summary_options(
+    check: &mut Checker,
+    options: Option<&proto::SummaryOptions>,
+    limits: &Limits,
+) -> SummaryRequest {
+    let Some(options) = options else {
+        return SummaryRequest::default();
+    };
+    let method = match proto::SummaryMethod::try_from(options.method) {
+        Ok(proto::SummaryMethod::Unspecified) => SummaryMethod::Auto,
+        Ok(proto::SummaryMethod::Extractive) => SummaryMethod::Extractive,
+        Ok(proto::SummaryMethod::Abstractive) => SummaryMethod::Abstractive,
+        Err(_) => {
+            check.fail(
+                "summary_options.method",
+                format!("unknown method {}", options.method),
+            );
+            SummaryMethod::Auto
+        }
+    };
+    let bounded = |check: &mut Checker, field: &str, value: u32, max: u32| {
+        if value > max {
+            check.fail(
+                format!("summary_options.{field}"),
+                format!("{value} is over the limit of {max}"),
+            );
+        }
+        (value > 0).then_some(value as usize)
+    };
+    let budget = SummaryBudget {
+        max_sentences: bounded(
+            check,
+            "max_sentences",
+            options.max_sentences,
+            MAX_SUMMARY_SENTENCES,
+        ),
+        max_words: bounded(check, "max_words", options.max_words, MAX_SUMMARY_WORDS),
+    };
+    let as_translation = proto::TranslationOptions {
+        beam_size: options.beam_size,
+        max_output_tokens: options.max_output_tokens,
+        length_penalty: options.length_penalty,
+    };
+    let max_tokens = limits.max_summary_tokens.max(1);
+    let generation =
+        translation_options(check, "summary_options", Some(&as_translation), max_tokens);
+    SummaryRequest {
+        method,
+        budget,
+        generation,
+    }
 }
 
 /// (first non-empty line, the rest, chars before the rest).

@@ -161,6 +161,8 @@ struct RawConfig {
     add_final_layer_norm: Option<bool>,
     static_position_embeddings: Option<bool>,
     tie_word_embeddings: Option<bool>,
+    /// transformers 3's spelling of `forced_bos_token_id = bos_token_id` (BART CNN checkpoints).
+    force_bos_token_to_be_generated: Option<bool>,
     #[serde(default)]
     task_specific_params: Option<BTreeMap<String, GenerationOverrides>>,
     #[serde(flatten)]
@@ -256,7 +258,12 @@ impl ModelConfig {
         );
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ModelError> {
+    fn from_raw(mut raw: RawConfig) -> Result<Self, ModelError> {
+        if raw.force_bos_token_to_be_generated == Some(true)
+            && raw.generation.forced_bos_token_id.is_none()
+        {
+            raw.generation.forced_bos_token_id = Some(raw.generation.bos_token_id.unwrap_or(0));
+        }
         let model_type = match raw.model_type.as_deref() {
             Some("marian") => ModelFamily::Marian,
             Some("bart") => ModelFamily::Bart,

@@ -6,6 +6,8 @@
 
 mod backend;
 mod prepare;
+mod summarizer;
+mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ use tokio::sync::mpsc;
 
 pub use backend::ModelBackend;
 use prepare::Prepared;
+pub use summarizer::{AbstractiveSummary, Summarizer};
+pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryRequest};
 
 use crate::model::{ModelFamily, Seq2SeqModel};
 use crate::scheduler::{GenOptions, Scheduler, SchedulerConfig, SchedulerError, SentenceOutput};
@@ -30,6 +34,8 @@ pub enum PipelineError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("model failed to load: {0}")]
     Model(#[from] crate::model::ModelError),
+    #[error("no summarization model is loaded: use method EXTRACTIVE or AUTO, or start the server with --summarization-model")]
+    NoSummarizationModel,
     #[error("internal error: {0}")]
     Internal(String),
 }

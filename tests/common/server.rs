@@ -62,14 +62,10 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
     if !extra.contains(&"--translation-model") {
         argv.extend(["--translation-model", MARIAN]);
     }
-    argv.extend([
-        "--summarization-model",
-        "none",
-        "--max-texts-per-request",
-        "8",
-        "--max-input-chars",
-        "5000",
-    ]);
+    if !extra.contains(&"--summarization-model") {
+        argv.extend(["--summarization-model", "none"]);
+    }
+    argv.extend(["--max-texts-per-request", "8", "--max-input-chars", "5000"]);
     argv.extend_from_slice(extra);
     match Cli::parse_from(argv).command {
         Command::Serve(args) => *args,
@@ -85,14 +81,12 @@ pub async fn start_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let spec = args.translation_model.clone();
-    let hub = args.hub.clone();
-    let scheduler = args.engine.scheduler_config();
+    let engine_args = args.clone();
     let load = move || {
         if let Some(gate) = gate {
             let _ = gate.recv();
         }
-        server::start_translator(&spec, &hub, scheduler)
+        server::start_engines(&engine_args)
     };
     let done = tokio::spawn(server::run_with_loader(
         args,
