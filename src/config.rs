@@ -164,6 +164,10 @@ pub struct BenchArgs {
     /// of in workload order (as the anchors were measured).
     #[arg(long)]
     pub sorted: bool,
+    /// Instead: summary latency (600-token article → 60 tokens, beam 4, distilbart-cnn-shaped
+    /// random model) and extractive latency.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 #[derive(Args, Debug)]

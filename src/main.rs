@@ -160,6 +160,9 @@ fn translate_raw(
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    if args.summary {
+        return bench_summary();
+    }
     let modes = (!args.modes.is_empty()).then_some(args.modes.as_slice());
     let results =
         tarjama::model::bench::run_bench_with(&args.config, &args.workload, modes, args.sorted)
@@ -268,5 +271,27 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
     } else {
         println!("{}", out.text);
     }
+    Ok(())
+}
+
+fn bench_summary() -> Result<()> {
+    let (seconds, build) = tarjama::model::bench::summary_latency(600, 60)?;
+    eprintln!("  random distilbart-cnn-shaped model built in {build:.1} s");
+    println!("abstractive-600to60-beam4 {:.0} ms", seconds * 1000.0);
+    // The English news text the fixtures were made from (~255 words), as an article.
+    let article = std::fs::read_to_string("tests/fixtures/en-news.txt")
+        .context("tests/fixtures/en-news.txt (run from the repository root)")?;
+    let started = std::time::Instant::now();
+    let runs = 20;
+    for _ in 0..runs {
+        let _ = tarjama::summarize::extractive(&article, &Default::default());
+    }
+    println!(
+        "extractive-{}words {:.2} ms",
+        article.split_whitespace().count(),
+        started.elapsed().as_secs_f64() * 1000.0 / runs as f64
+    );
+    let peak_kib = tarjama::model::bench::peak_rss_kib().unwrap_or(0);
+    println!("peak-rss {:.0} MiB", peak_kib as f64 / 1024.0);
     Ok(())
 }

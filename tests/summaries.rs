@@ -79,6 +79,23 @@ async fn abstractive_summaries_equal_the_reference() {
         assert_eq!(reply.model, bart.path().to_str().unwrap());
         assert!(!reply.input_truncated);
     }
+    // Over the model's 128-token window: cut at a sentence boundary, and said so.
+    let long = client
+        .summarize(SummarizeRequest {
+            text: NEWS.repeat(6),
+            language: "en".into(),
+            options: method(SummaryMethod::Abstractive),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(long.input_truncated);
+    let usage = long.usage.unwrap();
+    assert!(
+        usage.input_tokens <= 128 && usage.input_tokens > 64,
+        "{usage:?}"
+    );
     // AUTO picks the loaded model.
     let auto = client
         .summarize(SummarizeRequest {

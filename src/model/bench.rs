@@ -157,3 +157,39 @@ fn run_mode(
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
     })
 }
+
+/// Shapes of sshleifer/distilbart-cnn-12-6 (BART-large: d_model 1024, 12 encoder and 6
+/// decoder layers, 16 heads, ffn 4096, vocab 50264) with its summarization settings.
+const DISTILBART_CNN_SHAPED: &str = r#"{
+  "model_type": "bart", "d_model": 1024, "encoder_layers": 12, "decoder_layers": 6,
+  "encoder_attention_heads": 16, "decoder_attention_heads": 16,
+  "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "vocab_size": 50264,
+  "max_position_embeddings": 1024, "activation_function": "gelu",
+  "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
+  "forced_bos_token_id": 0, "forced_eos_token_id": 2,
+  "task_specific_params": {"summarization": {"num_beams": 4, "length_penalty": 2.0,
+    "min_length": 56, "max_length": 142, "no_repeat_ngram_size": 3, "early_stopping": true}}
+}"#;
+
+/// Abstractive summary latency: a `source_tokens` article into `new_tokens` tokens with
+/// beam 4 on a distilbart-cnn-shaped model with random weights (every beam forced to the
+/// full length, as real weights cost per token). Returns (seconds, model build seconds).
+pub fn summary_latency(source_tokens: usize, new_tokens: usize) -> Result<(f64, f64), ModelError> {
+    let built = Instant::now();
+    let cfg = ModelConfig::from_json_str(DISTILBART_CNN_SHAPED)?;
+    let model = Seq2SeqModel::random(cfg, 0x5eed, &Device::Cpu)?;
+    let build_seconds = built.elapsed().as_secs_f64();
+    let span = (model.config().vocab_size as u64).saturating_sub(8).max(1);
+    let mut rng = SplitMix64(1);
+    let mut ids: Vec<u32> = vec![0];
+    ids.extend((0..source_tokens.saturating_sub(2)).map(|_| 4 + (rng.next_u64() % span) as u32));
+    ids.push(2);
+    let mut p = model
+        .summarization_defaults()
+        .unwrap_or_else(|| model.generation_defaults());
+    p.max_new_tokens = Some(new_tokens);
+    p.min_length = new_tokens + 1;
+    let start = Instant::now();
+    model.generate(&[ids], &p, &|_| false)?;
+    Ok((start.elapsed().as_secs_f64(), build_seconds))
+}
