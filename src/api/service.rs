@@ -1,5 +1,6 @@
 //! The `tarjama.v1.Translator` service.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,21 +71,13 @@ impl translator_server::Translator for TranslatorService {
     ) -> Result<Response<StreamOut>, Status> {
         let ctx = RequestContext::new("TranslateStream", request.metadata());
         let translator = self.state.translator()?;
-        let (tx, rx) = mpsc::channel(STREAM_TEXTS_IN_FLIGHT);
         let state = self.state.clone();
-        let span = ctx.span();
         let incoming = request.into_inner();
-        let deadline = ctx.deadline();
-        tokio::spawn(
-            async move {
-                let driver = drive_stream(state, translator, incoming, tx.clone(), deadline);
-                if let Err(status) = ctx.within_deadline(driver).await {
-                    let _ = tx.send(Err(status)).await;
-                }
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(stream_response(
+            ctx,
+            STREAM_TEXTS_IN_FLIGHT,
+            move |tx, deadline| drive_stream(state, translator, incoming, tx, deadline),
+        ))
     }
 
     async fn process_article(
@@ -123,18 +116,9 @@ impl translator_server::Translator for TranslatorService {
             request.into_inner(),
             &self.state.limits(&engines.translator),
         )?;
-        let (tx, rx) = mpsc::channel(4);
-        let span = ctx.span();
-        tokio::spawn(
-            async move {
-                let work = article::stream(&engines, job, ctx.deadline(), &tx);
-                if let Err(status) = ctx.within_deadline(work).await {
-                    let _ = tx.send(Err(status)).await;
-                }
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(stream_response(ctx, 4, move |tx, deadline| async move {
+            article::stream(&engines, job, deadline, &tx).await
+        }))
     }
 
     async fn summarize(
@@ -174,6 +158,31 @@ impl translator_server::Translator for TranslatorService {
         }
         Ok(Response::new(proto::ListModelsResponse { models }))
     }
+}
+
+/// Runs a streaming RPC's producer on its own task; a failure (or the deadline) ends the
+/// stream with its status.
+fn stream_response<T, F>(
+    ctx: RequestContext,
+    capacity: usize,
+    produce: impl FnOnce(mpsc::Sender<Result<T, Status>>, Option<Instant>) -> F,
+) -> Response<ReceiverStream<Result<T, Status>>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(capacity);
+    let span = ctx.span();
+    let work = produce(tx.clone(), ctx.deadline());
+    tokio::spawn(
+        async move {
+            if let Err(status) = ctx.within_deadline(work).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        }
+        .instrument(span),
+    );
+    Response::new(ReceiverStream::new(rx))
 }
 
 async fn translate_job(

@@ -121,9 +121,7 @@ impl Translator {
     ) -> Result<Self, PipelineError> {
         let tokenizer = Arc::new(tokenizer);
         let backend = ModelBackend::new(model, tokenizer.clone());
-        let scheduler = Scheduler::start(backend, config, "translate").map_err(|e| {
-            PipelineError::Internal(format!("cannot start the inference thread: {e}"))
-        })?;
+        let scheduler = start_scheduler(backend, config, "translate")?;
         Ok(Self {
             tokenizer,
             scheduler,
@@ -206,6 +204,15 @@ impl Translator {
     pub fn shutdown(&self) {
         self.scheduler.shutdown();
     }
+}
+
+fn start_scheduler(
+    backend: ModelBackend,
+    config: SchedulerConfig,
+    name: &str,
+) -> Result<Scheduler, PipelineError> {
+    Scheduler::start(backend, config, name)
+        .map_err(|e| PipelineError::Internal(format!("cannot start the inference thread: {e}")))
 }
 
 /// Sends the finished paragraphs from `next` on; returns the first one not yet finished.

@@ -40,9 +40,7 @@ impl Summarizer {
             .summarization_defaults()
             .unwrap_or_else(|| model.generation_defaults());
         let backend = ModelBackend::with_defaults(model, tokenizer.clone(), defaults);
-        let scheduler = Scheduler::start(backend, config, "summarize").map_err(|e| {
-            PipelineError::Internal(format!("cannot start the inference thread: {e}"))
-        })?;
+        let scheduler = super::start_scheduler(backend, config, "summarize")?;
         Ok(Self {
             tokenizer,
             scheduler,
