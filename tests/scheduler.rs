@@ -277,3 +277,29 @@ async fn shutdown_finishes_queued_work_and_refuses_new() {
         Some(SchedulerError::ShuttingDown)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_stops_costing_compute() {
+    let backend = TestBackend::new(Duration::from_millis(5), 1);
+    let cfg = SchedulerConfig {
+        max_batch_size: 1,
+        ..config()
+    };
+    let scheduler = Scheduler::start(backend.clone(), cfg, "t").unwrap();
+    // The longest sentence runs first and fails; the other nine must not run after it.
+    let mut input = sentences(7, 9);
+    input.push(vec![PANIC_TOKEN; 40]);
+    let err = scheduler
+        .submit(input, greedy(), None)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SchedulerError::Inference(_)));
+    scheduler.shutdown();
+    assert_eq!(
+        scheduler.stats().computed_sentences.load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(scheduler.queued_tokens(), 0);
+}

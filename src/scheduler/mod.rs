@@ -206,6 +206,7 @@ impl Scheduler {
             id,
             total,
             received: 0,
+            ended: false,
             rx,
             state,
             shared: self.shared.clone(),
@@ -239,6 +240,8 @@ pub struct Ticket {
     id: u64,
     total: usize,
     received: usize,
+    /// An error ended the request: nothing more will come.
+    ended: bool,
     rx: mpsc::UnboundedReceiver<Result<SentenceOutput, SchedulerError>>,
     state: Arc<RequestState>,
     shared: Arc<Shared>,
@@ -247,7 +250,7 @@ pub struct Ticket {
 impl Ticket {
     /// The next finished sentence (in completion order), `None` once all have arrived.
     pub async fn next(&mut self) -> Option<Result<SentenceOutput, SchedulerError>> {
-        if self.received == self.total {
+        if self.ended || self.received == self.total {
             return None;
         }
         let item = self.rx.recv().await;
@@ -257,12 +260,12 @@ impl Ticket {
                 Some(Ok(out))
             }
             Some(Err(e)) => {
-                self.received = self.total;
+                self.ended = true;
                 Some(Err(e))
             }
             // The worker is gone (shutdown raced with this request).
             None => {
-                self.received = self.total;
+                self.ended = true;
                 Some(Err(SchedulerError::ShuttingDown))
             }
         }
@@ -295,6 +298,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        // Also after an error: the request's other sentences are of no use any more.
         if self.received == self.total {
             return;
         }
