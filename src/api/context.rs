@@ -75,13 +75,10 @@ impl RequestContext {
     }
 
     /// The request's one log line: usage and timings summed over the texts it carried.
-    pub fn finish<'a>(
+    pub fn finish(
         &self,
         span: &tracing::Span,
-        result: Result<
-            impl IntoIterator<Item = (Option<&'a proto::Usage>, Option<&'a proto::Timings>)>,
-            &Status,
-        >,
+        result: Result<Vec<(Option<proto::Usage>, Option<proto::Timings>)>, &Status>,
     ) {
         let _enter = span.enter();
         let total_ms = self.started.elapsed().as_millis() as u64;
@@ -94,10 +91,7 @@ impl RequestContext {
         };
         let (mut usage, mut timings) = (proto::Usage::default(), proto::Timings::default());
         for (u, t) in parts {
-            let (u, t) = (
-                u.copied().unwrap_or_default(),
-                t.copied().unwrap_or_default(),
-            );
+            let (u, t) = (u.unwrap_or_default(), t.unwrap_or_default());
             usage.input_tokens += u.input_tokens;
             usage.output_tokens += u.output_tokens;
             // Texts of one request run side by side: the slowest one is the request's time.

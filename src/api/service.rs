@@ -43,24 +43,21 @@ impl translator_server::Translator for TranslatorService {
         request: Request<proto::TranslateRequest>,
     ) -> Result<Response<proto::TranslateResponse>, Status> {
         let ctx = RequestContext::new("Translate", request.metadata());
-        let span = ctx.span();
-        let result = async {
+        let deadline = ctx.deadline();
+        let work = async {
             let translator = self.state.translator()?;
-            let job =
-                validate::translate_request(request.into_inner(), &self.state.limits(&translator))?;
+            let limits = self.state.limits(&translator);
+            let job = validate::translate_request(request.into_inner(), &limits)?;
             tracing::Span::current().record("texts", job.texts.len());
-            ctx.within_deadline(translate_job(&translator, job, ctx.deadline()))
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        let parts = result.as_ref().map(|r| {
+            translate_job(&translator, job, deadline).await
+        };
+        unary(ctx, work, |r| {
             r.translations
                 .iter()
-                .map(|t| (t.usage.as_ref(), t.timings.as_ref()))
-        });
-        ctx.finish(&span, parts);
-        result.map(|r| ctx.response(r))
+                .map(|t| (t.usage, t.timings))
+                .collect()
+        })
+        .await
     }
 
     type TranslateStreamStream = StreamOut;
@@ -85,23 +82,14 @@ impl translator_server::Translator for TranslatorService {
         request: Request<proto::ArticleRequest>,
     ) -> Result<Response<proto::ArticleResponse>, Status> {
         let ctx = RequestContext::new("ProcessArticle", request.metadata());
-        let span = ctx.span();
-        let result = async {
+        let deadline = ctx.deadline();
+        let work = async {
             let engines = self.state.engines()?;
             let limits = self.state.limits(&engines.translator);
             let job = validate::article_request(request.into_inner(), &limits)?;
-            ctx.within_deadline(article::process(&engines, job, ctx.deadline()))
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        ctx.finish(
-            &span,
-            result
-                .as_ref()
-                .map(|r| [(r.usage.as_ref(), r.timings.as_ref())]),
-        );
-        result.map(|r| ctx.response(r))
+            article::process(&engines, job, deadline).await
+        };
+        unary(ctx, work, |r| vec![(r.usage, r.timings)]).await
     }
 
     type ProcessArticleStreamStream = ReceiverStream<Result<proto::ArticleEvent, Status>>;
@@ -126,25 +114,14 @@ impl translator_server::Translator for TranslatorService {
         request: Request<proto::SummarizeRequest>,
     ) -> Result<Response<proto::SummarizeResponse>, Status> {
         let ctx = RequestContext::new("Summarize", request.metadata());
-        let span = ctx.span();
-        let result = async {
+        let deadline = ctx.deadline();
+        let work = async {
             let engines = self.state.engines()?;
-            let job = validate::summarize_request(
-                request.into_inner(),
-                &self.state.limits(&engines.translator),
-            )?;
-            ctx.within_deadline(summarize_job(&engines, job, ctx.deadline()))
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        ctx.finish(
-            &span,
-            result
-                .as_ref()
-                .map(|r| [(r.usage.as_ref(), r.timings.as_ref())]),
-        );
-        result.map(|r| ctx.response(r))
+            let limits = self.state.limits(&engines.translator);
+            let job = validate::summarize_request(request.into_inner(), &limits)?;
+            summarize_job(&engines, job, deadline).await
+        };
+        unary(ctx, work, |r| vec![(r.usage, r.timings)]).await
     }
 
     async fn list_models(
@@ -158,6 +135,19 @@ impl translator_server::Translator for TranslatorService {
         }
         Ok(Response::new(proto::ListModelsResponse { models }))
     }
+}
+
+/// Runs a unary RPC's work in the request's span and deadline, and logs its one line;
+/// `parts` lists the usage and timings of what the response carries.
+async fn unary<T>(
+    ctx: RequestContext,
+    work: impl Future<Output = Result<T, Status>>,
+    parts: impl Fn(&T) -> Vec<(Option<proto::Usage>, Option<proto::Timings>)>,
+) -> Result<Response<T>, Status> {
+    let span = ctx.span();
+    let result = ctx.within_deadline(work).instrument(span.clone()).await;
+    ctx.finish(&span, result.as_ref().map(|r| parts(r)));
+    result.map(|r| ctx.response(r))
 }
 
 /// Runs a streaming RPC's producer on its own task; a failure (or the deadline) ends the
