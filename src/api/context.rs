@@ -9,6 +9,9 @@ use tonic::{Response, Status};
 
 use crate::proto;
 
+/// Usage and timings of one part (a text, a summary) of a response.
+pub type UsageParts = (Option<proto::Usage>, Option<proto::Timings>);
+
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 pub struct RequestContext {
@@ -75,11 +78,7 @@ impl RequestContext {
     }
 
     /// The request's one log line: usage and timings summed over the texts it carried.
-    pub fn finish(
-        &self,
-        span: &tracing::Span,
-        result: Result<Vec<(Option<proto::Usage>, Option<proto::Timings>)>, &Status>,
-    ) {
+    pub fn finish(&self, span: &tracing::Span, result: Result<Vec<UsageParts>, &Status>) {
         let _enter = span.enter();
         let total_ms = self.started.elapsed().as_millis() as u64;
         let parts = match result {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::article;
-use super::context::RequestContext;
+use super::context::{RequestContext, UsageParts};
 use super::convert;
 use super::state::{AppState, Engines};
 use super::validate::{self, SummarizeJob, TranslateJob};
@@ -142,11 +142,11 @@ impl translator_server::Translator for TranslatorService {
 async fn unary<T>(
     ctx: RequestContext,
     work: impl Future<Output = Result<T, Status>>,
-    parts: impl Fn(&T) -> Vec<(Option<proto::Usage>, Option<proto::Timings>)>,
+    parts: impl Fn(&T) -> Vec<UsageParts>,
 ) -> Result<Response<T>, Status> {
     let span = ctx.span();
     let result = ctx.within_deadline(work).instrument(span.clone()).await;
-    ctx.finish(&span, result.as_ref().map(|r| parts(r)));
+    ctx.finish(&span, result.as_ref().map(parts));
     result.map(|r| ctx.response(r))
 }
 
