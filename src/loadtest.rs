@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use crate::api::Engines;
 use crate::config::{LoadtestArgs, ServeArgs};
 use crate::model::{bench::peak_rss_kib, Device, ModelConfig, Seq2SeqModel};
-use crate::pipeline::{ModelInfo, Translator};
+use crate::pipeline::{ModelInfo, Task, Translator};
 use crate::proto::translator_client::TranslatorClient;
 use crate::proto::{TextInput, TranslateRequest, TranslationOptions};
 use crate::server::{self, StartupError};
@@ -105,18 +105,8 @@ async fn start_random_server(
             }
         })?;
         let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
-        let defaults = model.generation_defaults();
-        let info = ModelInfo {
-            id: format!("random:{}", config_path.display()),
-            revision: "random".into(),
-            family: model.config().model_type,
-            task: "translation",
-            source_language: "ar",
-            target_language: "en",
-            max_input_tokens: model.config().max_position_embeddings,
-            max_output_tokens: defaults.max_length.saturating_sub(1),
-            default_beam_size: defaults.num_beams,
-        };
+        let id = format!("random:{}", config_path.display());
+        let info = ModelInfo::describe(&model, Task::Translation, id, "random".into());
         let translator = Translator::start(model, tokenizer, info, scheduler)?;
         Ok(Engines {
             translator: Arc::new(translator),

@@ -91,7 +91,7 @@ fn translate(args: TranslateArgs) -> Result<()> {
     if args.raw {
         return translate_raw(&args, &text, &model, &tokenizer);
     }
-    let info = server::translation_info(&resolved, &model);
+    let info = server::model_info(&resolved, &model, tarjama::pipeline::Task::Translation);
     let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
     let options = TranslateOptions {
         num_beams: args.beam_size,
@@ -243,7 +243,8 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
         SummaryMethodArg::Abstractive => {
             let resolved = server::resolve_model(&args.model, &args.hub)?;
             let (model, tokenizer) = server::load_model(&resolved)?;
-            let info = server::summarization_info(&resolved, &model);
+            let info =
+                server::model_info(&resolved, &model, tarjama::pipeline::Task::Summarization);
             Some(Summarizer::start(
                 model,
                 tokenizer,

@@ -12,7 +12,7 @@ use crate::api::{AppState, Engines, TranslatorService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{Device, ModelError, Seq2SeqModel};
-use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Translator};
+use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Task, Translator};
 use crate::proto::{self, translator_server::TranslatorServer};
 use crate::scheduler::SchedulerConfig;
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -66,21 +66,9 @@ pub fn load_model(resolved: &ResolvedModel) -> Result<(Seq2SeqModel, Tokenizer),
     Ok((model, tokenizer))
 }
 
-pub fn translation_info(resolved: &ResolvedModel, model: &Seq2SeqModel) -> ModelInfo {
-    let config = model.config();
-    let defaults = model.generation_defaults();
-    ModelInfo {
-        id: resolved.id.clone(),
-        revision: resolved.revision.clone(),
-        family: config.model_type,
-        task: "translation",
-        source_language: "ar",
-        target_language: "en",
-        max_input_tokens: config.max_position_embeddings,
-        // max_length counts the decoder start token.
-        max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
-        default_beam_size: defaults.num_beams.max(1),
-    }
+/// What clients see of a resolved, loaded model.
+pub fn model_info(resolved: &ResolvedModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
+    ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone())
 }
 
 /// Resolves, loads and starts the translation model named by `spec`.
@@ -91,26 +79,8 @@ pub fn start_translator(
 ) -> Result<Translator, StartupError> {
     let resolved = resolve_model(spec, hub_args)?;
     let (model, tokenizer) = load_model(&resolved)?;
-    let info = translation_info(&resolved, &model);
+    let info = model_info(&resolved, &model, Task::Translation);
     Ok(Translator::start(model, tokenizer, info, scheduler)?)
-}
-
-pub fn summarization_info(resolved: &ResolvedModel, model: &Seq2SeqModel) -> ModelInfo {
-    let config = model.config();
-    let defaults = model
-        .summarization_defaults()
-        .unwrap_or_else(|| model.generation_defaults());
-    ModelInfo {
-        id: resolved.id.clone(),
-        revision: resolved.revision.clone(),
-        family: config.model_type,
-        task: "summarization",
-        source_language: "en",
-        target_language: "en",
-        max_input_tokens: config.max_position_embeddings,
-        max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
-        default_beam_size: defaults.num_beams.max(1),
-    }
 }
 
 /// Resolves, loads and starts the summarization model named by `spec` (`none`: no model).
@@ -124,7 +94,7 @@ pub fn start_summarizer(
     }
     let resolved = resolve_model(spec, hub_args)?;
     let (model, tokenizer) = load_model(&resolved)?;
-    let info = summarization_info(&resolved, &model);
+    let info = model_info(&resolved, &model, Task::Summarization);
     Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
 }
 

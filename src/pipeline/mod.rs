@@ -19,7 +19,7 @@ use prepare::Prepared;
 pub use summarizer::{AbstractiveSummary, Summarizer};
 pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryRequest};
 
-use crate::model::{ModelFamily, Seq2SeqModel};
+use crate::model::{GenerationParams, ModelFamily, Seq2SeqModel};
 use crate::scheduler::{GenOptions, Scheduler, SchedulerConfig, SchedulerError, SentenceOutput};
 use crate::tokenizer::Tokenizer;
 
@@ -55,6 +55,24 @@ pub struct TranslateOptions {
     pub length_penalty: Option<f32>,
 }
 
+/// What a loaded model is used for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Task {
+    Translation,
+    Summarization,
+}
+
+/// The generation defaults a model runs `task` with: a summarizer's own
+/// `task_specific_params.summarization` when it has them.
+pub fn task_defaults(model: &Seq2SeqModel, task: Task) -> GenerationParams {
+    match task {
+        Task::Translation => model.generation_defaults(),
+        Task::Summarization => model
+            .summarization_defaults()
+            .unwrap_or_else(|| model.generation_defaults()),
+    }
+}
+
 /// What a client sees of a loaded model.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
@@ -67,6 +85,30 @@ pub struct ModelInfo {
     pub max_input_tokens: usize,
     pub max_output_tokens: usize,
     pub default_beam_size: usize,
+}
+
+impl ModelInfo {
+    /// Describes `model`, loaded as `id` at `revision`, serving `task`.
+    pub fn describe(model: &Seq2SeqModel, task: Task, id: String, revision: String) -> Self {
+        let config = model.config();
+        let defaults = task_defaults(model, task);
+        let (task, source_language, target_language) = match task {
+            Task::Translation => ("translation", "ar", "en"),
+            Task::Summarization => ("summarization", "en", "en"),
+        };
+        Self {
+            id,
+            revision,
+            family: config.model_type,
+            task,
+            source_language,
+            target_language,
+            max_input_tokens: config.max_position_embeddings,
+            // max_length counts the decoder start token.
+            max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
+            default_beam_size: defaults.num_beams.max(1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

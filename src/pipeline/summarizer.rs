@@ -36,9 +36,7 @@ impl Summarizer {
         config: SchedulerConfig,
     ) -> Result<Self, PipelineError> {
         let tokenizer = Arc::new(tokenizer);
-        let defaults = model
-            .summarization_defaults()
-            .unwrap_or_else(|| model.generation_defaults());
+        let defaults = super::task_defaults(&model, super::Task::Summarization);
         let backend = ModelBackend::with_defaults(model, tokenizer.clone(), defaults);
         let scheduler = super::start_scheduler(backend, config, "summarize")?;
         Ok(Self {
