@@ -9,6 +9,5 @@ mod state;
 mod status;
 pub mod validate;
 
-pub use context::parse_grpc_timeout;
 pub use service::TranslatorService;
 pub use state::{AppState, Engines};

@@ -15,7 +15,7 @@ use super::article;
 use super::context::{RequestContext, UsageParts};
 use super::convert;
 use super::state::{AppState, Engines};
-use super::validate::{self, SummarizeJob, TranslateJob};
+use super::validate::{self, Limits, SummarizeJob, TranslateJob};
 use crate::pipeline::{summarize_english, SourceLanguage, TranslatedText, Translator};
 use crate::proto::{self, translator_server};
 
@@ -45,11 +45,11 @@ impl translator_server::Translator for TranslatorService {
         let ctx = RequestContext::new("Translate", request.metadata());
         let deadline = ctx.deadline();
         let work = async {
-            let translator = self.state.translator()?;
-            let limits = self.state.limits(&translator);
+            let engines = self.state.engines()?;
+            let limits = self.state.limits(&engines);
             let job = validate::translate_request(request.into_inner(), &limits)?;
             tracing::Span::current().record("texts", job.texts.len());
-            translate_job(&translator, job, deadline).await
+            translate_job(&engines.translator, job, deadline).await
         };
         unary(ctx, work, |r| {
             r.translations
@@ -67,13 +67,14 @@ impl translator_server::Translator for TranslatorService {
         request: Request<Streaming<proto::TranslateRequest>>,
     ) -> Result<Response<StreamOut>, Status> {
         let ctx = RequestContext::new("TranslateStream", request.metadata());
-        let translator = self.state.translator()?;
-        let state = self.state.clone();
+        let engines = self.state.engines()?;
+        let limits = self.state.limits(&engines);
+        let translator = engines.translator.clone();
         let incoming = request.into_inner();
         Ok(stream_response(
             ctx,
             STREAM_TEXTS_IN_FLIGHT,
-            move |tx, deadline| drive_stream(state, translator, incoming, tx, deadline),
+            move |tx, deadline| drive_stream(limits, translator, incoming, tx, deadline),
         ))
     }
 
@@ -85,7 +86,7 @@ impl translator_server::Translator for TranslatorService {
         let deadline = ctx.deadline();
         let work = async {
             let engines = self.state.engines()?;
-            let limits = self.state.limits(&engines.translator);
+            let limits = self.state.limits(&engines);
             let job = validate::article_request(request.into_inner(), &limits)?;
             article::process(&engines, job, deadline).await
         };
@@ -100,10 +101,7 @@ impl translator_server::Translator for TranslatorService {
     ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
         let ctx = RequestContext::new("ProcessArticleStream", request.metadata());
         let engines = self.state.engines()?;
-        let job = validate::article_request(
-            request.into_inner(),
-            &self.state.limits(&engines.translator),
-        )?;
+        let job = validate::article_request(request.into_inner(), &self.state.limits(&engines))?;
         Ok(stream_response(ctx, 4, move |tx, deadline| async move {
             article::stream(&engines, job, deadline, &tx).await
         }))
@@ -117,7 +115,7 @@ impl translator_server::Translator for TranslatorService {
         let deadline = ctx.deadline();
         let work = async {
             let engines = self.state.engines()?;
-            let limits = self.state.limits(&engines.translator);
+            let limits = self.state.limits(&engines);
             let job = validate::summarize_request(request.into_inner(), &limits)?;
             summarize_job(&engines, job, deadline).await
         };
@@ -247,7 +245,7 @@ async fn summarize_job(
 /// Reads requests from the stream and answers each text as soon as it is done. Stops (and
 /// so cancels the work in flight) when the client goes away or any text fails.
 async fn drive_stream(
-    state: Arc<AppState>,
+    limits: Limits,
     translator: Arc<Translator>,
     mut incoming: Streaming<proto::TranslateRequest>,
     tx: mpsc::Sender<Result<proto::TranslateResponse, Status>>,
@@ -261,7 +259,7 @@ async fn drive_stream(
             _ = tx.closed() => return Ok(()),
             message = incoming.message(), if input_open => match message? {
                 Some(request) => {
-                    let job = validate::translate_request(request, &state.limits(&translator))?;
+                    let job = validate::translate_request(request, &limits)?;
                     for input in job.texts {
                         let permit = permits.clone().acquire_owned().await.map_err(|_| Status::internal("stream closed"))?;
                         let translator = translator.clone();

@@ -50,17 +50,16 @@ impl AppState {
             .ok_or_else(|| not_ready("the models are not loaded (starting up or shutting down)"))
     }
 
-    pub fn translator(&self) -> Result<Arc<Translator>, Status> {
-        Ok(self.engines()?.translator.clone())
-    }
-
-    pub fn limits(&self, translator: &Translator) -> Limits {
-        let summarizer = self.engines().ok().and_then(|e| e.summarizer.clone());
+    /// The limits requests are checked against, given the models that will serve them.
+    pub fn limits(&self, engines: &Engines) -> Limits {
         Limits {
             max_input_chars: self.limits.max_input_chars,
             max_texts_per_request: self.limits.max_texts_per_request,
-            max_output_tokens: translator.info().max_output_tokens,
-            max_summary_tokens: summarizer.map_or(0, |s| s.info().max_output_tokens),
+            max_output_tokens: engines.translator.info().max_output_tokens,
+            max_summary_tokens: engines
+                .summarizer
+                .as_ref()
+                .map_or(0, |s| s.info().max_output_tokens),
         }
     }
 }

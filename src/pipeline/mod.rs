@@ -175,10 +175,6 @@ impl Translator {
         &self.info
     }
 
-    pub fn scheduler(&self) -> &Scheduler {
-        &self.scheduler
-    }
-
     /// The options a request runs with: its own, else the model's defaults.
     fn gen_options(&self, options: &TranslateOptions) -> GenOptions {
         GenOptions {
