@@ -119,16 +119,6 @@ impl BartTokenizer {
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
-    pub fn decode_batch(
-        &self,
-        ids: &[Vec<u32>],
-        skip_special_tokens: bool,
-    ) -> Result<Vec<String>, TokenizerError> {
-        ids.iter()
-            .map(|s| self.decode(s, skip_special_tokens))
-            .collect()
-    }
-
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -120,16 +120,6 @@ impl MarianTokenizer {
         Ok(python_strip(&out).to_owned())
     }
 
-    pub fn decode_batch(
-        &self,
-        ids: &[Vec<u32>],
-        skip_special_tokens: bool,
-    ) -> Result<Vec<String>, TokenizerError> {
-        ids.iter()
-            .map(|s| self.decode(s, skip_special_tokens))
-            .collect()
-    }
-
     /// Number of ids `encode` would return.
     pub fn token_count(&self, text: &str) -> Result<usize, TokenizerError> {
         Ok(self.pieces(text)?.len() + 1)

@@ -93,10 +93,9 @@ impl Tokenizer {
         ids: &[Vec<u32>],
         skip_special_tokens: bool,
     ) -> Result<Vec<String>, TokenizerError> {
-        match self {
-            Self::Marian(t) => t.decode_batch(ids, skip_special_tokens),
-            Self::Bart(t) => t.decode_batch(ids, skip_special_tokens),
-        }
+        ids.iter()
+            .map(|s| self.decode(s, skip_special_tokens))
+            .collect()
     }
 
     /// `encode(text).len()`.
