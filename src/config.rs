@@ -51,7 +51,7 @@ pub struct HubArgs {
     #[arg(long, env = "TARJAMA_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Never contact the hub: use local folders and the cache only.
-    #[arg(long, env = "TARJAMA_OFFLINE")]
+    #[arg(long, env = "TARJAMA_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
 }
 
@@ -75,6 +75,34 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "TARJAMA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (off when unset).
+    #[arg(long, env = "TARJAMA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Also answer gRPC health checks, in plaintext, on this address (for probes that cannot
+    /// speak TLS, such as the kubelet's); off when unset.
+    #[arg(long, env = "TARJAMA_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// Close client connections after this many seconds (gracefully) so that clients
+    /// re-resolve and spread over new replicas; 0 = never.
+    #[arg(long, env = "TARJAMA_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    pub max_connection_age_secs: u64,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Encryption and authentication of the gRPC port.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "TARJAMA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TARJAMA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// File of API keys, one per line (`#` comments): the Translator service then needs
+    /// `authorization: Bearer <key>`; health and reflection stay open.
+    #[arg(long, env = "TARJAMA_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,7 +3,7 @@
 //! Layers, each depending only on those below it: `api` (tonic service, proto ↔ domain,
 //! errors → Status) → `pipeline` (a text's way through) → `scheduler` (queue, batching,
 //! cancellation) → `model` (seq2seq on candle) and `tokenizer`; `text` (Arabic normalisation,
-//! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `config` (CLI).
+//! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `config` (CLI); `telemetry` (Prometheus metrics).
 
 pub mod api;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod server;
 pub mod summarize;
+pub mod telemetry;
 pub mod text;
 pub mod tokenizer;
 

@@ -120,9 +120,14 @@ async fn start_random_server(
         .local_addr()
         .map_err(|e| LoadtestError::Io("listener".into(), e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = server::Listeners {
+        grpc: listener,
+        metrics: None,
+        health: None,
+    };
     tokio::spawn(server::run_with_loader(
         serve,
-        listener,
+        listeners,
         async {
             let _ = stopped.await;
         },

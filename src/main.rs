@@ -31,6 +31,7 @@ fn main() -> Result<()> {
     }
 }
 
+/// Prints the run's summary; failed articles or an interruption make the exit code non-zero.
 /// candle's CPU kernels size their pool from RAYON_NUM_THREADS; it must be set before any
 /// thread starts (on a 2-vCPU VM the automatic choice can come out as 1).
 fn set_compute_threads(threads: usize) {
@@ -58,10 +59,8 @@ fn init_logging(format: LogFormat) {
 fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        server::run(args, listener, server::shutdown_signal())
+        let listeners = server::Listeners::bind(&args).await?;
+        server::run(args, listeners, server::shutdown_signal())
             .await
             .context("the server stopped with an error")
     })

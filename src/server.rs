@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
-use crate::api::{AppState, Engines, TranslatorService};
+use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, Engines, TranslatorService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{Device, ModelError, Seq2SeqModel};
 use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Task, Translator};
 use crate::proto::{self, translator_server::TranslatorServer};
 use crate::scheduler::SchedulerConfig;
+use crate::telemetry::{self, TelemetryError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,56 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("model loading stopped unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the TLS {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    ApiKeys(#[from] ApiKeysError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// The sockets a server answers on, bound before it starts (tests bind port 0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// Prometheus `/metrics` over plain HTTP.
+    pub metrics: Option<TcpListener>,
+    /// gRPC health checks only, in plaintext.
+    pub health: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `--listen` and, when set, `--metrics-addr` and `--health-addr`.
+    pub async fn bind(args: &ServeArgs) -> Result<Self, StartupError> {
+        let grpc = bind(args.listen).await?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let health = match args.health_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            grpc,
+            metrics,
+            health,
+        })
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Listen { addr, source })
 }
 
 pub fn hub_options(args: &HubArgs, progress: bool) -> HubOptions {
@@ -62,13 +114,20 @@ pub fn load_model(resolved: &ResolvedModel) -> Result<(Seq2SeqModel, Tokenizer),
             source,
         })?;
     let tokenizer = Tokenizer::from_dir(&resolved.dir)?;
-    tracing::info!(model = %resolved.id, revision = %resolved.revision, ms = started.elapsed().as_millis() as u64, "model loaded");
+    let took = started.elapsed();
+    metrics::gauge!(telemetry::MODEL_LOAD, "model" => resolved.id.clone()).set(took.as_secs_f64());
+    tracing::info!(model = %resolved.id, revision = %resolved.revision, ms = took.as_millis() as u64, "model loaded");
     Ok((model, tokenizer))
 }
 
 /// What clients see of a resolved, loaded model.
 pub fn model_info(resolved: &ResolvedModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
-    ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone())
+    let info = ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone());
+    metrics::gauge!(telemetry::MODEL_INFO,
+        "task" => info.task.to_string(), "model" => info.id.clone(),
+        "revision" => info.revision.clone(), "family" => info.family.name())
+    .set(1.0);
+    info
 }
 
 /// Resolves, loads and starts the translation model named by `spec`.
@@ -113,26 +172,115 @@ pub fn start_engines(args: &ServeArgs) -> Result<Engines, StartupError> {
 /// are loaded and again from the moment shutdown begins; in-flight calls are finished.
 pub async fn run(
     args: ServeArgs,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let load = {
         let args = args.clone();
         move || start_engines(&args)
     };
-    run_with_loader(args, listener, shutdown, load).await
+    run_with_loader(args, listeners, shutdown, load).await
 }
 
 /// [`run`] with the model loading supplied by the caller (it runs on a blocking thread
 /// while the server already answers health checks).
 pub async fn run_with_loader(
     args: ServeArgs,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     load: impl FnOnce() -> Result<Engines, StartupError> + Send + 'static,
 ) -> Result<(), StartupError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
+    let side = SideServers::start(listeners.metrics, listeners.health, health_service.clone())?;
+    let result = serve_grpc(args, listeners.grpc, (health, health_service), shutdown, load).await;
+    side.stop().await;
+    result
+}
+
+/// Plain-HTTP companions of the gRPC port: `/metrics`, and health checks for probes that
+/// cannot speak TLS. They outlive the gRPC server so probes see NOT_SERVING to the end.
+struct SideServers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<(), String>>)>,
+}
+
+impl SideServers {
+    fn start<H: Health>(
+        metrics: Option<TcpListener>,
+        health: Option<TcpListener>,
+        health_service: HealthServer<H>,
+    ) -> Result<Self, StartupError> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = Vec::new();
+        if let Some(listener) = metrics {
+            // Installed before any model loads, so load times and model info are recorded.
+            let handle = telemetry::install()?;
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+            let serve = telemetry::serve(listener, handle, until_stopped());
+            tasks.push(("metrics", tokio::spawn(async { serve.await.map_err(|e| e.to_string()) })));
+        }
+        if let Some(listener) = health {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving plaintext health checks");
+            let serve = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped());
+            tasks.push(("health", tokio::spawn(async { serve.await.map_err(|e| e.to_string()) })));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, task) in self.tasks {
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(%error, "{name} endpoint failed");
+            }
+        }
+    }
+}
+
+/// The gRPC server builder: connection age, and TLS when a certificate is configured.
+fn grpc_builder(args: &ServeArgs) -> Result<tonic::transport::Server, StartupError> {
+    let mut builder = tonic::transport::Server::builder();
+    if args.max_connection_age_secs > 0 {
+        builder = builder.max_connection_age(std::time::Duration::from_secs(args.max_connection_age_secs));
+    }
+    let security = &args.security;
+    let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) else {
+        return Ok(builder);
+    };
+    let read = |what, path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
+    Ok(builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?)
+}
+
+async fn serve_grpc<H: Health>(
+    args: ServeArgs,
+    listener: TcpListener,
+    (health, health_service): (tonic_health::server::HealthReporter, HealthServer<H>),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    load: impl FnOnce() -> Result<Engines, StartupError> + Send + 'static,
+) -> Result<(), StartupError> {
+    let mut builder = grpc_builder(&args)?;
+    let api_keys = args
+        .security
+        .api_keys_file
+        .as_deref()
+        .map(ApiKeys::from_file)
+        .transpose()?;
     let state = Arc::new(AppState::new(args.limits.clone()));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -145,10 +293,12 @@ pub async fn run_with_loader(
     let translator_service = TranslatorServer::new(TranslatorService::new(state.clone()))
         .max_decoding_message_size(args.limits.max_message_bytes)
         .max_encoding_message_size(args.limits.max_message_bytes);
+    let translator_service = Authenticated::new(translator_service, api_keys);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let addr = listener.local_addr().ok();
+    let tls = args.security.tls_cert.is_some();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -157,7 +307,7 @@ pub async fn run_with_loader(
                 let _ = stop_rx.await;
             }),
     );
-    tracing::info!(?addr, "listening; loading models");
+    tracing::info!(?addr, tls, "listening; loading models");
 
     let loading = tokio::task::spawn_blocking(load);
     tokio::pin!(shutdown);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::context::UsageParts;
 use super::convert;
 use super::state::Engines;
 use super::validate::ArticleJob;
@@ -108,7 +109,7 @@ pub async fn stream(
     job: ArticleJob,
     deadline: Option<Instant>,
     tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
-) -> Result<(), Status> {
+) -> Result<Vec<UsageParts>, Status> {
     let translator = &engines.translator;
     let (paragraph_tx, mut paragraphs) = mpsc::channel(PARAGRAPH_BUFFER);
     let body = async {
@@ -145,17 +146,19 @@ pub async fn stream(
     let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
     let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
     let info = translator.info();
+    let (usage, timings) = (Some(totals.usage()), Some(totals.timings()));
     let done = Event::Done(proto::ArticleDone {
         id: job.id.clone(),
         paragraphs: count,
         detected_language: totals.language.to_string(),
-        usage: Some(totals.usage()),
-        timings: Some(totals.timings()),
+        usage,
+        timings,
         summary,
         model: info.id.clone(),
         model_revision: info.revision.clone(),
     });
-    send(tx, done).await
+    send(tx, done).await?;
+    Ok(vec![(usage, timings)])
 }
 
 async fn send(

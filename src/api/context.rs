@@ -4,10 +4,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use metrics::{counter, histogram};
 use tonic::metadata::MetadataMap;
 use tonic::{Response, Status};
 
-use crate::proto;
+use crate::{proto, telemetry};
 
 /// Usage and timings of one part (a text, a summary) of a response.
 pub type UsageParts = (Option<proto::Usage>, Option<proto::Timings>);
@@ -19,6 +20,7 @@ pub struct RequestContext {
     id: String,
     started: Instant,
     deadline: Option<Instant>,
+    span: tracing::Span,
 }
 
 impl RequestContext {
@@ -35,11 +37,13 @@ impl RequestContext {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|t| started + answer_before(t));
+        let span = tracing::info_span!("request", rpc, id = %id, texts = tracing::field::Empty);
         Self {
             rpc,
             id,
             started,
             deadline,
+            span,
         }
     }
 
@@ -48,7 +52,13 @@ impl RequestContext {
     }
 
     pub fn span(&self) -> tracing::Span {
-        tracing::info_span!("request", rpc = self.rpc, id = %self.id, texts = tracing::field::Empty)
+        self.span.clone()
+    }
+
+    /// Ends a request refused before its work started (logged and counted like any other).
+    pub fn refuse(&self, status: Status) -> Status {
+        self.finish(Err(&status));
+        status
     }
 
     /// Runs `work`, answering DEADLINE_EXCEEDED (and dropping the work) when time is up.
@@ -77,14 +87,20 @@ impl RequestContext {
         response
     }
 
-    /// The request's one log line: usage and timings summed over the texts it carried.
-    pub fn finish(&self, span: &tracing::Span, result: Result<Vec<UsageParts>, &Status>) {
-        let _enter = span.enter();
-        let total_ms = self.started.elapsed().as_millis() as u64;
+    /// The request's one log line and its metrics: usage and timings summed over the texts
+    /// it carried.
+    pub fn finish(&self, result: Result<Vec<UsageParts>, &Status>) {
+        let _enter = self.span.enter();
+        let elapsed = self.started.elapsed();
+        let total_ms = elapsed.as_millis() as u64;
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let code = telemetry::code_name(code);
+        counter!(telemetry::REQUESTS, "rpc" => self.rpc, "code" => code).increment(1);
+        histogram!(telemetry::REQUEST_DURATION, "rpc" => self.rpc).record(elapsed.as_secs_f64());
         let parts = match result {
             Ok(parts) => parts,
             Err(status) => {
-                tracing::info!(code = ?status.code(), message = status.message(), total_ms, "request failed");
+                tracing::info!(code, message = status.message(), total_ms, "request failed");
                 return;
             }
         };
@@ -97,8 +113,12 @@ impl RequestContext {
             timings.queue_ms = timings.queue_ms.max(t.queue_ms);
             timings.inference_ms = timings.inference_ms.max(t.inference_ms);
         }
+        counter!(telemetry::REQUEST_INPUT_TOKENS, "rpc" => self.rpc)
+            .increment(u64::from(usage.input_tokens));
+        counter!(telemetry::REQUEST_OUTPUT_TOKENS, "rpc" => self.rpc)
+            .increment(u64::from(usage.output_tokens));
         tracing::info!(
-            code = "OK",
+            code,
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
             queue_ms = timings.queue_ms,

@@ -53,11 +53,7 @@ pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
     proto::ModelInfo {
         id: info.id.clone(),
         revision: info.revision.clone(),
-        family: match info.family {
-            crate::model::ModelFamily::Marian => "marian",
-            crate::model::ModelFamily::Bart => "bart",
-        }
-        .to_string(),
+        family: info.family.name().to_string(),
         task: info.task.to_string(),
         source_language: info.source_language.to_string(),
         target_language: info.target_language.to_string(),

@@ -67,7 +67,7 @@ impl translator_server::Translator for TranslatorService {
         request: Request<Streaming<proto::TranslateRequest>>,
     ) -> Result<Response<StreamOut>, Status> {
         let ctx = RequestContext::new("TranslateStream", request.metadata());
-        let engines = self.state.engines()?;
+        let engines = self.state.engines().map_err(|s| ctx.refuse(s))?;
         let limits = self.state.limits(&engines);
         let translator = engines.translator.clone();
         let incoming = request.into_inner();
@@ -100,8 +100,9 @@ impl translator_server::Translator for TranslatorService {
         request: Request<proto::ArticleRequest>,
     ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
         let ctx = RequestContext::new("ProcessArticleStream", request.metadata());
-        let engines = self.state.engines()?;
-        let job = validate::article_request(request.into_inner(), &self.state.limits(&engines))?;
+        let engines = self.state.engines().map_err(|s| ctx.refuse(s))?;
+        let job = validate::article_request(request.into_inner(), &self.state.limits(&engines))
+            .map_err(|s| ctx.refuse(s.into()))?;
         Ok(stream_response(ctx, 4, move |tx, deadline| async move {
             article::stream(&engines, job, deadline, &tx).await
         }))
@@ -124,14 +125,18 @@ impl translator_server::Translator for TranslatorService {
 
     async fn list_models(
         &self,
-        _request: Request<proto::ListModelsRequest>,
+        request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let engines = self.state.engines()?;
-        let mut models = vec![convert::model_info(engines.translator.info())];
-        if let Some(summarizer) = &engines.summarizer {
-            models.push(convert::model_info(summarizer.info()));
-        }
-        Ok(Response::new(proto::ListModelsResponse { models }))
+        let ctx = RequestContext::new("ListModels", request.metadata());
+        let work = async {
+            let engines = self.state.engines()?;
+            let mut models = vec![convert::model_info(engines.translator.info())];
+            if let Some(summarizer) = &engines.summarizer {
+                models.push(convert::model_info(summarizer.info()));
+            }
+            Ok(proto::ListModelsResponse { models })
+        };
+        unary(ctx, work, |_| Vec::new()).await
     }
 }
 
@@ -142,14 +147,14 @@ async fn unary<T>(
     work: impl Future<Output = Result<T, Status>>,
     parts: impl Fn(&T) -> Vec<UsageParts>,
 ) -> Result<Response<T>, Status> {
-    let span = ctx.span();
-    let result = ctx.within_deadline(work).instrument(span.clone()).await;
-    ctx.finish(&span, result.as_ref().map(parts));
+    let result = ctx.within_deadline(work).instrument(ctx.span()).await;
+    ctx.finish(result.as_ref().map(parts));
     result.map(|r| ctx.response(r))
 }
 
 /// Runs a streaming RPC's producer on its own task; a failure (or the deadline) ends the
-/// stream with its status.
+/// stream with its status. The producer returns the usage and timings of what it sent, for
+/// the request's log line.
 fn stream_response<T, F>(
     ctx: RequestContext,
     capacity: usize,
@@ -157,20 +162,23 @@ fn stream_response<T, F>(
 ) -> Response<ReceiverStream<Result<T, Status>>>
 where
     T: Send + 'static,
-    F: Future<Output = Result<(), Status>> + Send + 'static,
+    F: Future<Output = Result<Vec<UsageParts>, Status>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity);
+    let response = ctx.response(ReceiverStream::new(rx));
     let span = ctx.span();
     let work = produce(tx.clone(), ctx.deadline());
     tokio::spawn(
         async move {
-            if let Err(status) = ctx.within_deadline(work).await {
+            let result = ctx.within_deadline(work).await;
+            ctx.finish(result.as_ref().map(|parts| parts.to_vec()));
+            if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
         }
         .instrument(span),
     );
-    Response::new(ReceiverStream::new(rx))
+    response
 }
 
 async fn translate_job(
@@ -250,13 +258,14 @@ async fn drive_stream(
     mut incoming: Streaming<proto::TranslateRequest>,
     tx: mpsc::Sender<Result<proto::TranslateResponse, Status>>,
     deadline: Option<Instant>,
-) -> Result<(), Status> {
+) -> Result<Vec<UsageParts>, Status> {
+    let mut sent = Vec::new();
     let permits = Arc::new(Semaphore::new(STREAM_TEXTS_IN_FLIGHT));
     let mut running: JoinSet<(String, Result<TranslatedText, Status>)> = JoinSet::new();
     let mut input_open = true;
     while input_open || !running.is_empty() {
         tokio::select! {
-            _ = tx.closed() => return Ok(()),
+            _ = tx.closed() => return Err(client_gone()),
             message = incoming.message(), if input_open => match message? {
                 Some(request) => {
                     let job = validate::translate_request(request, &limits)?;
@@ -277,12 +286,19 @@ async fn drive_stream(
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let (id, result) = joined.map_err(|e| Status::internal(format!("translation task failed: {e}")))?;
                 let done = result.map_err(|s| Status::new(s.code(), format!("text `{id}`: {}", s.message())))?;
-                let response = proto::TranslateResponse { translations: vec![convert::translation(id, done, translator.info())] };
+                let translation = convert::translation(id, done, translator.info());
+                sent.push((translation.usage, translation.timings));
+                let response = proto::TranslateResponse { translations: vec![translation] };
                 if tx.send(Ok(response)).await.is_err() {
-                    return Ok(());
+                    return Err(client_gone());
                 }
             },
         }
     }
-    Ok(())
+    Ok(sent)
+}
+
+/// How a stream whose client left is logged and counted; the client sees nothing more.
+fn client_gone() -> Status {
+    Status::cancelled("the client went away")
 }

@@ -15,6 +15,16 @@ pub enum ModelFamily {
     Bart,
 }
 
+impl ModelFamily {
+    /// The `model_type` of config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Marian => "marian",
+            ModelFamily::Bart => "bart",
+        }
+    }
+}
+
 /// Feed-forward activation, named as in transformers' `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {

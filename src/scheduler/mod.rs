@@ -8,6 +8,7 @@
 //! its queued sentences at once and its running rows leave the batch at the next decoding step.
 
 mod queue;
+mod telemetry;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use queue::{PendingRequest, Queue};
+use telemetry::SchedulerMetrics;
 
 /// Generation settings a request may override; `None` means the model's default.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -128,6 +130,7 @@ pub(crate) struct Shared {
     wake: Condvar,
     config: SchedulerConfig,
     stats: SchedulerStats,
+    metrics: SchedulerMetrics,
 }
 
 impl Shared {
@@ -135,6 +138,20 @@ impl Shared {
         // A panic while holding the lock cannot leave the queue half-updated in a way that
         // matters more than stopping the service would, so keep serving.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the queue's depth; called wherever it changes, under the lock.
+    fn publish_queue(&self, queue: &Queue) {
+        let (requests, sentences) = queue.depth();
+        self.metrics.queue(requests, sentences, queue.queued_tokens);
+    }
+
+    fn count_dropped(&self, sentences: usize) {
+        if sentences > 0 {
+            let n = sentences as u64;
+            self.stats.dropped_sentences.fetch_add(n, Ordering::Relaxed);
+            self.metrics.sentences_dropped.increment(n);
+        }
     }
 }
 
@@ -157,6 +174,7 @@ impl Scheduler {
             wake: Condvar::new(),
             config,
             stats: SchedulerStats::default(),
+            metrics: SchedulerMetrics::new(name),
         });
         let worker_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -199,7 +217,9 @@ impl Scheduler {
                     limit,
                 });
             }
-            queue.push(pending)
+            let id = queue.push(pending);
+            self.shared.publish_queue(&queue);
+            id
         };
         self.shared.wake.notify_one();
         Ok(Ticket {
@@ -303,10 +323,12 @@ impl Drop for Ticket {
             return;
         }
         self.state.cancelled.store(true, Ordering::Relaxed);
-        let removed = self.shared.lock().remove(self.id);
-        self.shared
-            .stats
-            .dropped_sentences
-            .fetch_add(removed as u64, Ordering::Relaxed);
+        let removed = {
+            let mut queue = self.shared.lock();
+            let removed = queue.remove(self.id);
+            self.shared.publish_queue(&queue);
+            removed
+        };
+        self.shared.count_dropped(removed);
     }
 }

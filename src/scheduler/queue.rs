@@ -72,6 +72,8 @@ pub(crate) struct Row {
 pub(crate) struct Batch {
     pub(crate) options: GenOptions,
     pub(crate) rows: Vec<Row>,
+    /// Longest source × rows × beams: the work the batch costs.
+    pub(crate) padded_tokens: usize,
 }
 
 #[derive(Default)]
@@ -89,6 +91,12 @@ impl Queue {
         self.queued_tokens += request.cost();
         self.requests.push_back(request);
         self.next_id
+    }
+
+    /// Requests waiting and their sentences.
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        let sentences = self.requests.iter().map(|r| r.remaining.len()).sum();
+        (self.requests.len(), sentences)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -174,7 +182,12 @@ impl Queue {
             }
         }
         self.rotate(&contributed);
-        Some(Batch { options, rows })
+        let padded_tokens = longest * rows.len() * beams;
+        Some(Batch {
+            options,
+            rows,
+            padded_tokens,
+        })
     }
 
     /// Moves the requests that got rows to the back (round-robin) and forgets emptied ones.

@@ -20,14 +20,11 @@ fn next_batch(shared: &Shared) -> Option<Batch> {
     let mut queue = shared.lock();
     loop {
         let dropped = queue.purge_dead(Instant::now());
-        if dropped > 0 {
-            shared
-                .stats
-                .dropped_sentences
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
-        if let Some(batch) = queue.take_batch(&shared.config) {
-            return Some(batch);
+        shared.count_dropped(dropped);
+        let batch = queue.take_batch(&shared.config);
+        shared.publish_queue(&queue);
+        if batch.is_some() {
+            return batch;
         }
         if queue.closed && queue.is_empty() {
             return None;
@@ -54,6 +51,9 @@ fn run_batch<B: Backend>(shared: &Shared, backend: &mut B, batch: Batch) {
     .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
     let elapsed = started.elapsed();
     let batch_id = shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .batch(batch.rows.len(), batch.padded_tokens, elapsed);
     match result {
         Ok(outputs) if outputs.len() == batch.rows.len() => {
             tracing::debug!(ms = elapsed.as_millis() as u64, "batch done");
@@ -92,21 +92,20 @@ fn answer_rows(
                     .stats
                     .generated_tokens
                     .fetch_add(generation.ids.len() as u64, Ordering::Relaxed);
+                let queue_time = started.saturating_duration_since(row.enqueued_at);
+                shared.metrics.sentence(queue_time, generation.ids.len());
                 let out = SentenceOutput {
                     index: row.index,
                     input_tokens: row.ids.len(),
                     generation,
                     batch,
-                    queue_time: started.saturating_duration_since(row.enqueued_at),
+                    queue_time,
                     inference_time: elapsed,
                 };
                 let _ = row.reply.send(Ok(out));
             }
             None => {
-                shared
-                    .stats
-                    .dropped_sentences
-                    .fetch_add(1, Ordering::Relaxed);
+                shared.count_dropped(1);
                 let _ = row.reply.send(Err(SchedulerError::DeadlineExceeded));
             }
         }
@@ -115,6 +114,7 @@ fn answer_rows(
 
 fn fail_rows(shared: &Shared, rows: Vec<Row>, message: String) {
     shared.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.failed_batch();
     for row in rows {
         let _ = row
             .reply

@@ -19,7 +19,11 @@ pub const MARIAN: &str = concat!(
 );
 
 pub struct TestServer {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+    /// Where `/metrics` is served, when the args set `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where plaintext health checks are answered, when the args set `--health-addr`.
+    pub health_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Result<(), server::StartupError>>>,
 }
@@ -80,6 +84,17 @@ pub async fn start_with(
 ) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Whatever address the args name, tests take a free port.
+    let metrics = match args.metrics_addr {
+        Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(|l| l.local_addr().unwrap());
+    let health_listener = match args.health_addr {
+        Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        None => None,
+    };
+    let health_addr = health_listener.as_ref().map(|l| l.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let engine_args = args.clone();
     let load = move || {
@@ -88,9 +103,14 @@ pub async fn start_with(
         }
         server::start_engines(&engine_args)
     };
+    let listeners = server::Listeners {
+        grpc: listener,
+        metrics,
+        health: health_listener,
+    };
     let done = tokio::spawn(server::run_with_loader(
         args,
-        listener,
+        listeners,
         async {
             let _ = stopped.await;
         },
@@ -98,6 +118,8 @@ pub async fn start_with(
     ));
     TestServer {
         addr,
+        metrics_addr,
+        health_addr,
         stop: Some(stop),
         done: Some(done),
     }

@@ -1,0 +1,217 @@
+//! Operations on a real server: TLS (rustls) and API keys.
+
+use std::time::Duration;
+
+use tarjama::proto::translator_client::TranslatorClient;
+use tarjama::proto::{ListModelsRequest, TextInput, TranslateRequest};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+mod common;
+
+use common::server::{health, serve_args, start_with, wait_serving, TestServer};
+
+fn one_text() -> TranslateRequest {
+    TranslateRequest {
+        texts: vec![TextInput {
+            id: "1".into(),
+            text: "قالت روسيا يوم الاثنين.".into(),
+        }],
+        source_language: "ar".into(),
+        target_language: "en".into(),
+        options: None,
+    }
+}
+
+/// A self-signed certificate for `localhost`, written as PEM files.
+fn certificate(dir: &std::path::Path) -> (String, String, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (key.cert.pem(), key.signing_key.serialize_pem());
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, &key_pem).unwrap();
+    (
+        cert_pem,
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+async fn tls_channel(server: &TestServer, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+async fn wait_serving_tls(channel: Channel) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..600 {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "tarjama.v1.Translator".into(),
+            })
+            .await
+            .unwrap();
+        if reply.into_inner().status == ServingStatus::Serving as i32 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("TLS server never became SERVING");
+}
+
+#[tokio::test]
+async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = certificate(dir.path());
+    let args = ["--tls-cert", &cert, "--tls-key", &key, "--health-addr", "127.0.0.1:0"];
+    let server = start_with(serve_args(&args), None).await;
+
+    let channel = tls_channel(&server, &ca_pem).await.unwrap();
+    wait_serving_tls(channel.clone()).await;
+    // Probes that cannot speak TLS ask the plaintext health port.
+    let health_port = Channel::from_shared(format!("http://{}", server.health_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut probe = tonic_health::pb::health_client::HealthClient::new(health_port.clone());
+    for service in ["", "tarjama.v1.Translator"] {
+        let reply = probe
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+    }
+    // That port answers health only.
+    let err = TranslatorClient::new(health_port).translate(one_text()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let reply = TranslatorClient::new(channel)
+        .translate(one_text())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.translations[0].text.is_empty());
+
+    // Plain HTTP/2 to the TLS port: the handshake never happens, the call fails.
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5));
+    let refused = match plain.connect().await {
+        Err(_) => true,
+        Ok(channel) => TranslatorClient::new(channel)
+            .translate(one_text())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext client got an answer from the TLS port");
+
+    // A client that does not trust the certificate is refused too.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let untrusted = match tls_channel(&server, &other.cert.pem()).await {
+        Err(_) => true,
+        Ok(channel) => TranslatorClient::new(channel)
+            .translate(one_text())
+            .await
+            .is_err(),
+    };
+    assert!(untrusted, "a client trusting another CA got an answer");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_startup_fails_on_missing_files_with_their_path() {
+    let args = serve_args(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"]);
+    let err = start_with(args, None).await.ended().await.unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
+fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn api_keys_guard_the_translator_but_not_health_or_reflection() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "# ops team\nkey-one\nkey-two\n").unwrap();
+    let server = start_with(serve_args(&["--api-keys-file", keys.to_str().unwrap()]), None).await;
+    wait_serving(&server).await; // health answers without a key
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+    let mut client = server.client().await;
+
+    for key in [None, Some("key-three"), Some("key-on")] {
+        let err = client.translate(with_key(one_text(), key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{key:?}: {err:?}");
+    }
+    let err = client
+        .list_models(with_key(ListModelsRequest {}, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("Bearer"), "{}", err.message());
+
+    for key in ["key-one", "key-two"] {
+        let reply = client.translate(with_key(one_text(), Some(key))).await.unwrap();
+        assert!(!reply.into_inner().translations[0].text.is_empty());
+    }
+    let streamed = client
+        .translate_stream(with_key(futures::stream::iter(vec![one_text()]), Some("key-two")))
+        .await
+        .unwrap();
+    let mut stream = streamed.into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    assert_reflection_open(&server).await;
+    server.stop().await;
+}
+
+async fn assert_reflection_open(server: &TestServer) {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection answer {reply:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == "tarjama.v1.Translator"));
+}
+
+#[tokio::test]
+async fn empty_api_keys_file_fails_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "\n# nobody yet\n").unwrap();
+    let err = start_with(serve_args(&["--api-keys-file", keys.to_str().unwrap()]), None)
+        .await
+        .ended()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has no keys"), "{err}");
+}
