@@ -212,5 +212,45 @@ async fn process_article_returns_a_summary_by_each_method() {
         assert_eq!(summary.method, m as i32);
         assert!(!summary.text.is_empty());
     }
+    let request = ArticleRequest {
+        id: "seed".into(),
+        body: "قالت روسيا يوم الاثنين إن الوحدة ستستغرق وقتاً.".into(),
+        summary_options: method(SummaryMethod::None),
+        ..Default::default()
+    };
+    let reply = client
+        .process_article(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.summary.is_none() && !reply.body.is_empty(),
+        "{reply:?}"
+    );
+    // The stream's final event has no summary either.
+    let mut events = client
+        .process_article_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut done = None;
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(tarjama::proto::article_event::Event::Done(d)) = event.event {
+            done = Some(d);
+        }
+    }
+    assert!(done.expect("a final event").summary.is_none());
+    // Summarize always summarises: NONE is a bad argument there.
+    let err = client
+        .summarize(SummarizeRequest {
+            text: NEWS.into(),
+            language: "en".into(),
+            options: method(SummaryMethod::None),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("articles only"), "{}", err.message());
     server.stop().await;
 }

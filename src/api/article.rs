@@ -63,16 +63,13 @@ async fn summary(
     body: Option<&TranslatedText>,
     deadline: Option<Instant>,
 ) -> Result<Option<proto::Summary>, Status> {
+    let Some(request) = &job.summary else {
+        return Ok(None);
+    };
     let Some(english) = body.or(title).map(|t| t.text.clone()) else {
         return Ok(None);
     };
-    let out = summarize_english(
-        engines.summarizer.as_deref(),
-        english,
-        &job.summary,
-        deadline,
-    )
-    .await?;
+    let out = summarize_english(engines.summarizer.as_deref(), english, request, deadline).await?;
     Ok(Some(convert::summary(&out)))
 }
 

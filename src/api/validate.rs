@@ -55,7 +55,8 @@ pub struct ArticleJob {
     pub body_offset: usize,
     pub language: SourceLanguage,
     pub options: TranslateOptions,
-    pub summary: SummaryRequest,
+    /// `None`: the client asked for no summary.
+    pub summary: Option<SummaryRequest>,
 }
 
 /// A checked Summarize call.
@@ -249,7 +250,7 @@ pub fn article_request(
         request.options.as_ref(),
         limits.max_output_tokens,
     );
-    let summary = summary_options(&mut check, request.summary_options.as_ref(), limits);
+    let summary = summary_options(&mut check, request.summary_options.as_ref(), limits, true);
     let (title, body, body_offset) =
         if request.title.trim().is_empty() && request.title_from_first_line {
             split_first_line(&request.body)
@@ -304,7 +305,8 @@ pub fn summarize_request(
         request.translation_options.as_ref(),
         limits.max_output_tokens,
     );
-    let summary = summary_options(&mut check, request.options.as_ref(), limits);
+    let summary =
+        summary_options(&mut check, request.options.as_ref(), limits, false).unwrap_or_default();
     check.finish(SummarizeJob {
         text: request.text,
         arabic,
@@ -313,18 +315,28 @@ pub fn summarize_request(
     })
 }
 
+/// `None` when the client asked for no summary (allowed for articles only).
 fn summary_options(
     check: &mut Checker,
     options: Option<&proto::SummaryOptions>,
     limits: &Limits,
-) -> SummaryRequest {
+    none_allowed: bool,
+) -> Option<SummaryRequest> {
     let Some(options) = options else {
-        return SummaryRequest::default();
+        return Some(SummaryRequest::default());
     };
     let method = match proto::SummaryMethod::try_from(options.method) {
         Ok(proto::SummaryMethod::Unspecified) => SummaryMethod::Auto,
         Ok(proto::SummaryMethod::Extractive) => SummaryMethod::Extractive,
         Ok(proto::SummaryMethod::Abstractive) => SummaryMethod::Abstractive,
+        Ok(proto::SummaryMethod::None) if none_allowed => return None,
+        Ok(proto::SummaryMethod::None) => {
+            check.fail(
+                "options.method",
+                "SUMMARY_METHOD_NONE is for articles only; Summarize always makes a summary",
+            );
+            SummaryMethod::Auto
+        }
         Err(_) => {
             check.fail(
                 "summary_options.method",
@@ -359,11 +371,11 @@ fn summary_options(
     let max_tokens = limits.max_summary_tokens.max(1);
     let generation =
         translation_options(check, "summary_options", Some(&as_translation), max_tokens);
-    SummaryRequest {
+    Some(SummaryRequest {
         method,
         budget,
         generation,
-    }
+    })
 }
 
 /// (first non-empty line, the rest, chars before the rest).
