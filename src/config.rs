@@ -36,6 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Concurrent clients over loopback for a fixed time; reports throughput and latency.
     Loadtest(LoadtestArgs),
+    /// Translate (and summarise) a folder of .txt files or a JSONL file through a server.
+    Client(ClientArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -269,4 +271,58 @@ pub struct SummarizeArgs {
     pub threads: usize,
     /// English text; read from standard input when absent.
     pub text: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientSummary {
+    /// Abstractive when the server has a summarization model, extractive otherwise.
+    Auto,
+    Extractive,
+    Abstractive,
+    /// No summary (translation only).
+    None,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// A folder of .txt files (one article each; the id is the file name) or a JSONL file
+    /// (one object per line: `id`, and `text` or `title`/`body`).
+    pub input: PathBuf,
+    /// JSONL results file; created, or appended to: ids already in it are skipped (resume).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Server address: http://host:port, or https://host:port for TLS.
+    #[arg(long, env = "TARJAMA_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Articles in flight at once.
+    #[arg(long, env = "TARJAMA_CLIENT_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Summary to ask for with each article.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub summary: ClientSummary,
+    /// Beam size (default: the server's model default).
+    #[arg(long)]
+    pub beam_size: Option<u32>,
+    /// Attempts per article after the first when the server answers RESOURCE_EXHAUSTED or
+    /// UNAVAILABLE (exponential backoff, honouring the server's retry delay).
+    #[arg(long, env = "TARJAMA_CLIENT_RETRIES", default_value_t = 5)]
+    pub retries: u32,
+    /// Deadline of one article, in seconds.
+    #[arg(long, env = "TARJAMA_CLIENT_TIMEOUT_SECS", default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// .txt files: the first line is the title.
+    #[arg(long)]
+    pub title_from_first_line: bool,
+    /// API key sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "TARJAMA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PEM CA certificate to trust for https:// (default: the system's roots).
+    #[arg(long, env = "TARJAMA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS server name to verify, when it differs from the address' host.
+    #[arg(long, env = "TARJAMA_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// No progress bar (a line per item is logged instead).
+    #[arg(long)]
+    pub quiet: bool,
 }

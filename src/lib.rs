@@ -6,6 +6,7 @@
 //! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `config` (CLI); `telemetry` (Prometheus metrics).
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod hub;
 pub mod loadtest;

@@ -19,6 +19,7 @@ fn main() -> Result<()> {
         Command::Bench(a) => (a.threads, LogFormat::Text),
         Command::Summarize(a) => (a.threads, LogFormat::Text),
         Command::Loadtest(a) => (a.engine.threads, LogFormat::Text),
+        Command::Client(_) => (1, LogFormat::Text),
     };
     set_compute_threads(threads);
     init_logging(log_format);
@@ -28,10 +29,30 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench(args),
         Command::Summarize(args) => summarize(args),
         Command::Loadtest(args) => loadtest(args),
+        Command::Client(args) => client(args),
     }
 }
 
 /// Prints the run's summary; failed articles or an interruption make the exit code non-zero.
+fn client(args: tarjama::config::ClientArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    // Ctrl-C stops cleanly: finished articles are saved, the summary is printed.
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let report = runtime.block_on(tarjama::client::run_until(args, interrupted))?;
+    println!("{}", report.summary());
+    if report.failed > 0 {
+        bail!("{} of {} articles failed", report.failed, report.total);
+    }
+    if report.interrupted {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// candle's CPU kernels size their pool from RAYON_NUM_THREADS; it must be set before any
 /// thread starts (on a 2-vCPU VM the automatic choice can come out as 1).
 fn set_compute_threads(threads: usize) {

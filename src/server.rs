@@ -193,7 +193,14 @@ pub async fn run_with_loader(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let side = SideServers::start(listeners.metrics, listeners.health, health_service.clone())?;
-    let result = serve_grpc(args, listeners.grpc, (health, health_service), shutdown, load).await;
+    let result = serve_grpc(
+        args,
+        listeners.grpc,
+        (health, health_service),
+        shutdown,
+        load,
+    )
+    .await;
     side.stop().await;
     result
 }
@@ -224,14 +231,20 @@ impl SideServers {
             let handle = telemetry::install()?;
             tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
             let serve = telemetry::serve(listener, handle, until_stopped());
-            tasks.push(("metrics", tokio::spawn(async { serve.await.map_err(|e| e.to_string()) })));
+            tasks.push((
+                "metrics",
+                tokio::spawn(async { serve.await.map_err(|e| e.to_string()) }),
+            ));
         }
         if let Some(listener) = health {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving plaintext health checks");
             let serve = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped());
-            tasks.push(("health", tokio::spawn(async { serve.await.map_err(|e| e.to_string()) })));
+            tasks.push((
+                "health",
+                tokio::spawn(async { serve.await.map_err(|e| e.to_string()) }),
+            ));
         }
         Ok(Self { stop, tasks })
     }
@@ -250,7 +263,8 @@ impl SideServers {
 fn grpc_builder(args: &ServeArgs) -> Result<tonic::transport::Server, StartupError> {
     let mut builder = tonic::transport::Server::builder();
     if args.max_connection_age_secs > 0 {
-        builder = builder.max_connection_age(std::time::Duration::from_secs(args.max_connection_age_secs));
+        builder = builder
+            .max_connection_age(std::time::Duration::from_secs(args.max_connection_age_secs));
     }
     let security = &args.security;
     let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) else {
@@ -263,7 +277,8 @@ fn grpc_builder(args: &ServeArgs) -> Result<tonic::transport::Server, StartupErr
             source,
         })
     };
-    let identity = tonic::transport::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
+    let identity =
+        tonic::transport::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
     Ok(builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?)
 }
 

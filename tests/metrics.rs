@@ -73,9 +73,22 @@ async fn metrics_count_requests_batches_and_tokens() {
     let server = start(&["--metrics-addr", "127.0.0.1:0"]).await;
     let addr = server.metrics_addr.unwrap();
     let before = scrape(addr).await;
-    assert!(sample(&before, "tarjama_model_load_seconds", &[]).unwrap() > 0.0, "{before}");
-    assert_eq!(sample(&before, "tarjama_model_info", &[("task", "translation"), ("family", "marian")]), Some(1.0));
-    assert_eq!(sample(&before, "tarjama_requests_total", &[("rpc", "Translate")]), None);
+    assert!(
+        sample(&before, "tarjama_model_load_seconds", &[]).unwrap() > 0.0,
+        "{before}"
+    );
+    assert_eq!(
+        sample(
+            &before,
+            "tarjama_model_info",
+            &[("task", "translation"), ("family", "marian")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&before, "tarjama_requests_total", &[("rpc", "Translate")]),
+        None
+    );
 
     let mut client = server.client().await;
     for _ in 0..3 {
@@ -97,31 +110,69 @@ async fn metrics_count_requests_batches_and_tokens() {
     while events.message().await.unwrap().is_some() {}
 
     let after = scrape(addr).await;
-    let requests = |rpc, code| sample(&after, "tarjama_requests_total", &[("rpc", rpc), ("code", code)]);
+    let requests = |rpc, code| {
+        sample(
+            &after,
+            "tarjama_requests_total",
+            &[("rpc", rpc), ("code", code)],
+        )
+    };
     assert_eq!(requests("Translate", "OK"), Some(3.0), "{after}");
     assert_eq!(requests("Translate", "INVALID_ARGUMENT"), Some(1.0));
     // The stream's line is written when its producer ends, just after the last message.
     for _ in 0..100 {
-        if sample(&scrape(addr).await, "tarjama_requests_total", &[("rpc", "ProcessArticleStream"), ("code", "OK")]).is_some() {
+        if sample(
+            &scrape(addr).await,
+            "tarjama_requests_total",
+            &[("rpc", "ProcessArticleStream"), ("code", "OK")],
+        )
+        .is_some()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let after = scrape(addr).await;
-    assert_eq!(sample(&after, "tarjama_requests_total", &[("rpc", "ProcessArticleStream"), ("code", "OK")]), Some(1.0));
-    assert_eq!(sample(&after, "tarjama_request_duration_seconds_count", &[("rpc", "Translate")]), Some(4.0));
+    assert_eq!(
+        sample(
+            &after,
+            "tarjama_requests_total",
+            &[("rpc", "ProcessArticleStream"), ("code", "OK")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "tarjama_request_duration_seconds_count",
+            &[("rpc", "Translate")]
+        ),
+        Some(4.0)
+    );
     let translate = [("task", "translate")];
     let generated = sample(&after, "tarjama_generated_tokens_total", &translate).unwrap();
     let requested = sample(&after, "tarjama_request_output_tokens_total", &[]).unwrap();
-    assert!(generated > 0.0 && generated >= requested, "{generated} vs {requested}");
+    assert!(
+        generated > 0.0 && generated >= requested,
+        "{generated} vs {requested}"
+    );
     let batches = sample(&after, "tarjama_batch_size_count", &translate).unwrap();
     assert!(batches >= 4.0, "{batches} batches");
     // 3 single sentences + title + two body sentences, each computed once.
-    assert_eq!(sample(&after, "tarjama_sentences_computed_total", &translate), Some(6.0));
+    assert_eq!(
+        sample(&after, "tarjama_sentences_computed_total", &translate),
+        Some(6.0)
+    );
     assert!(sample(&after, "tarjama_batch_tokens_sum", &translate).unwrap() > 0.0);
     assert!(sample(&after, "tarjama_queue_wait_seconds_count", &translate).unwrap() >= 6.0);
-    assert_eq!(sample(&after, "tarjama_queued_tokens", &translate), Some(0.0));
-    assert!(after.contains("# TYPE tarjama_request_duration_seconds histogram"), "{after}");
+    assert_eq!(
+        sample(&after, "tarjama_queued_tokens", &translate),
+        Some(0.0)
+    );
+    assert!(
+        after.contains("# TYPE tarjama_request_duration_seconds histogram"),
+        "{after}"
+    );
     assert!(after.contains("tarjama_request_duration_seconds_bucket{rpc=\"Translate\",le=\"0.5\"}"));
     server.stop().await;
 }

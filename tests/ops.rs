@@ -39,7 +39,10 @@ fn certificate(dir: &std::path::Path) -> (String, String, String) {
     )
 }
 
-async fn tls_channel(server: &TestServer, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
+async fn tls_channel(
+    server: &TestServer,
+    ca_pem: &str,
+) -> Result<Channel, tonic::transport::Error> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -72,7 +75,14 @@ async fn wait_serving_tls(channel: Channel) {
 async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert, key) = certificate(dir.path());
-    let args = ["--tls-cert", &cert, "--tls-key", &key, "--health-addr", "127.0.0.1:0"];
+    let args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--health-addr",
+        "127.0.0.1:0",
+    ];
     let server = start_with(serve_args(&args), None).await;
 
     let channel = tls_channel(&server, &ca_pem).await.unwrap();
@@ -86,13 +96,18 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
     let mut probe = tonic_health::pb::health_client::HealthClient::new(health_port.clone());
     for service in ["", "tarjama.v1.Translator"] {
         let reply = probe
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap();
         assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
     }
     // That port answers health only.
-    let err = TranslatorClient::new(health_port).translate(one_text()).await.unwrap_err();
+    let err = TranslatorClient::new(health_port)
+        .translate(one_text())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     let reply = TranslatorClient::new(channel)
         .translate(one_text())
@@ -113,7 +128,10 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
             .await
             .is_err(),
     };
-    assert!(refused, "a plaintext client got an answer from the TLS port");
+    assert!(
+        refused,
+        "a plaintext client got an answer from the TLS port"
+    );
 
     // A client that does not trust the certificate is refused too.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -130,7 +148,12 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
 
 #[tokio::test]
 async fn tls_startup_fails_on_missing_files_with_their_path() {
-    let args = serve_args(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"]);
+    let args = serve_args(&[
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
     let err = start_with(args, None).await.ended().await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 }
@@ -150,13 +173,20 @@ async fn api_keys_guard_the_translator_but_not_health_or_reflection() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, "# ops team\nkey-one\nkey-two\n").unwrap();
-    let server = start_with(serve_args(&["--api-keys-file", keys.to_str().unwrap()]), None).await;
+    let server = start_with(
+        serve_args(&["--api-keys-file", keys.to_str().unwrap()]),
+        None,
+    )
+    .await;
     wait_serving(&server).await; // health answers without a key
     assert_eq!(health(&server).await, ServingStatus::Serving);
     let mut client = server.client().await;
 
     for key in [None, Some("key-three"), Some("key-on")] {
-        let err = client.translate(with_key(one_text(), key)).await.unwrap_err();
+        let err = client
+            .translate(with_key(one_text(), key))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{key:?}: {err:?}");
     }
     let err = client
@@ -167,11 +197,17 @@ async fn api_keys_guard_the_translator_but_not_health_or_reflection() {
     assert!(err.message().contains("Bearer"), "{}", err.message());
 
     for key in ["key-one", "key-two"] {
-        let reply = client.translate(with_key(one_text(), Some(key))).await.unwrap();
+        let reply = client
+            .translate(with_key(one_text(), Some(key)))
+            .await
+            .unwrap();
         assert!(!reply.into_inner().translations[0].text.is_empty());
     }
     let streamed = client
-        .translate_stream(with_key(futures::stream::iter(vec![one_text()]), Some("key-two")))
+        .translate_stream(with_key(
+            futures::stream::iter(vec![one_text()]),
+            Some("key-two"),
+        ))
         .await
         .unwrap();
     let mut stream = streamed.into_inner();
@@ -200,7 +236,10 @@ async fn assert_reflection_open(server: &TestServer) {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection answer {reply:?}");
     };
-    assert!(list.service.iter().any(|s| s.name == "tarjama.v1.Translator"));
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "tarjama.v1.Translator"));
 }
 
 #[tokio::test]
@@ -208,10 +247,13 @@ async fn empty_api_keys_file_fails_startup() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::write(&keys, "\n# nobody yet\n").unwrap();
-    let err = start_with(serve_args(&["--api-keys-file", keys.to_str().unwrap()]), None)
-        .await
-        .ended()
-        .await
-        .unwrap_err();
+    let err = start_with(
+        serve_args(&["--api-keys-file", keys.to_str().unwrap()]),
+        None,
+    )
+    .await
+    .ended()
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("has no keys"), "{err}");
 }

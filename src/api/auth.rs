@@ -165,7 +165,13 @@ mod tests {
         let k = keys("# team a\nalpha-123\n\n  beta-456  \n");
         assert!(k.check(&headers("Bearer alpha-123")).is_ok());
         assert!(k.check(&headers("bearer beta-456")).is_ok());
-        for bad in ["Bearer alpha-12", "Bearer alpha-1234", "Basic alpha-123", "alpha-123", "Bearer # team a"] {
+        for bad in [
+            "Bearer alpha-12",
+            "Bearer alpha-1234",
+            "Basic alpha-123",
+            "alpha-123",
+            "Bearer # team a",
+        ] {
             let err = k.check(&headers(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad}");
         }
@@ -177,8 +183,13 @@ mod tests {
     fn empty_or_missing_file_is_an_error() {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), "# nothing\n\n").unwrap();
-        assert!(matches!(ApiKeys::from_file(file.path()), Err(ApiKeysError::Empty(_))));
-        let missing = ApiKeys::from_file(Path::new("/nonexistent/keys")).err().unwrap();
+        assert!(matches!(
+            ApiKeys::from_file(file.path()),
+            Err(ApiKeysError::Empty(_))
+        ));
+        let missing = ApiKeys::from_file(Path::new("/nonexistent/keys"))
+            .err()
+            .unwrap();
         assert!(missing.to_string().contains("/nonexistent/keys"));
     }
 }

@@ -93,7 +93,9 @@ impl RequestContext {
         let _enter = self.span.enter();
         let elapsed = self.started.elapsed();
         let total_ms = elapsed.as_millis() as u64;
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         let code = telemetry::code_name(code);
         counter!(telemetry::REQUESTS, "rpc" => self.rpc, "code" => code).increment(1);
         histogram!(telemetry::REQUEST_DURATION, "rpc" => self.rpc).record(elapsed.as_secs_f64());
