@@ -130,6 +130,11 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64)
     Ok(probs.matmul(v)?)
 }
 
+/// Decoding steps on f32 CPU tensors use the fused kernel of `ops::decode_attention`.
+fn fast_attention(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
 /// (B, T, H*hd) -> (B, H, T, hd), contiguous.
 fn split_heads(x: &Tensor, heads: usize) -> Res<Tensor> {
     let (b, t, d) = x.dims3()?;
@@ -187,10 +192,21 @@ impl SelfAttention {
     /// One decoding step: `x` (B, 1, d); the new key/value go into `cache` first.
     pub fn step(&self, x: &Tensor, cache: &mut KvCache) -> Res<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
         let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;
-        let (k, v) = cache.append(&k, &v)?;
+        let len = cache.push(&k, &v)?;
+        if fast_attention(x) {
+            let rows = qkv.dim(0)?;
+            let q = qkv
+                .reshape((rows, 3 * self.d))?
+                .narrow(1, 0, self.d)?
+                .contiguous()?;
+            let scale = self.scale() as f32;
+            let ctx = super::ops::decode_attention(&q, &cache.k, &cache.v, len, 1, None, scale)?;
+            return self.out.forward(&ctx);
+        }
+        let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
+        let (k, v) = (cache.k.narrow(2, 0, len)?, cache.v.narrow(2, 0, len)?);
         let ctx = attend(&q, &k, &v, None, self.scale())?;
         self.out.forward(&merge_heads(&ctx)?)
     }
@@ -238,6 +254,20 @@ impl CrossAttention {
         let (r, t, _) = x.dims3()?;
         let q = self.q.forward(x)?;
         let scale = ((self.d / self.heads) as f64).powf(-0.5);
+        if t == 1 && fast_attention(x) {
+            let q = q.reshape((r, self.d))?;
+            let len = k.dim(2)?;
+            let ctx = super::ops::decode_attention(
+                &q,
+                k,
+                v,
+                len,
+                group.max(1),
+                Some(mask),
+                scale as f32,
+            )?;
+            return self.out.forward(&ctx);
+        }
         if group <= 1 || t != 1 {
             let ctx = attend(&split_heads(&q, self.heads)?, k, v, Some(mask), scale)?;
             return self.out.forward(&merge_heads(&ctx)?);
@@ -329,8 +359,8 @@ impl KvCache {
         })
     }
 
-    /// Writes one step (B, H, 1, hd) and returns views of all cached steps.
-    fn append(&mut self, k: &Tensor, v: &Tensor) -> Res<(Tensor, Tensor)> {
+    /// Writes one step (B, H, 1, hd); returns how many steps are cached.
+    fn push(&mut self, k: &Tensor, v: &Tensor) -> Res<usize> {
         let cap = self.k.dim(2)?;
         if self.len == cap {
             // Grow by a fixed step: beam reordering copies the whole capacity's rows.
@@ -339,10 +369,7 @@ impl KvCache {
         self.k.slice_set(k, 2, self.len)?;
         self.v.slice_set(v, 2, self.len)?;
         self.len += 1;
-        Ok((
-            self.k.narrow(2, 0, self.len)?,
-            self.v.narrow(2, 0, self.len)?,
-        ))
+        Ok(self.len)
     }
 
     fn grow(&mut self, cap: usize) -> Res<()> {
