@@ -54,6 +54,7 @@ async fn tls_channel(
         .await
 }
 
+/// Polls health (over whatever the channel speaks) until SERVING.
 async fn wait_serving_tls(channel: Channel) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for _ in 0..600 {
@@ -256,4 +257,128 @@ async fn empty_api_keys_file_fails_startup() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("has no keys"), "{err}");
+}
+
+/// `serve --log-format json` as a process: one JSON object per line, and one line per call
+/// with its id, RPC, status, sizes and timings.
+#[tokio::test]
+async fn json_logs_have_one_line_per_call() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tarjama"))
+        .args(["serve", "--log-format", "json", "--listen", &listen])
+        .args([
+            "--translation-model",
+            common::server::MARIAN,
+            "--summarization-model",
+            "none",
+        ])
+        .env("TARJAMA_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+
+    let channel = async {
+        for _ in 0..600 {
+            if let Ok(c) = Channel::from_shared(format!("http://{listen}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server never listened");
+    }
+    .await;
+    // Health checks are not RPCs of ours: they leave no request lines.
+    wait_serving_tls(channel.clone()).await;
+    let mut client = TranslatorClient::new(channel);
+    let mut request = tonic::Request::new(one_text());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "log-test-1".parse().unwrap());
+    client.translate(request).await.unwrap();
+    let bad = client
+        .translate(TranslateRequest {
+            texts: vec![],
+            ..one_text()
+        })
+        .await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+
+    // Our connection must be able to close when the server says goodbye: keep the runtime
+    // free (no blocking wait) while the server shuts down.
+    drop(client);
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status
+            .expect("the server did not stop within 30 s")
+            .success(),
+        "exit 0 on SIGTERM"
+    );
+    let lines = lines.join().unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done: Vec<_> = events
+        .iter()
+        .filter(|e| e["message"] == "request done")
+        .collect();
+    let ours = done
+        .iter()
+        .find(|e| e["span"]["id"] == "log-test-1")
+        .unwrap_or_else(|| panic!("no line for our call in {lines:#?}"));
+    assert_eq!(ours["span"]["rpc"], "Translate");
+    assert_eq!(ours["code"], "OK");
+    for field in [
+        "input_tokens",
+        "output_tokens",
+        "queue_ms",
+        "inference_ms",
+        "total_ms",
+    ] {
+        assert!(ours[field].is_u64(), "{field} in {ours}");
+    }
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["message"] == "request failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert_eq!(failed[0]["code"], "INVALID_ARGUMENT");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("at least one text"),
+        "{}",
+        failed[0]
+    );
 }

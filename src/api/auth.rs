@@ -141,7 +141,7 @@ where
 fn refused_call(rpc: &str, status: &Status) {
     let code = telemetry::code_name(status.code());
     metrics::counter!(telemetry::REQUESTS, "rpc" => rpc.to_string(), "code" => code).increment(1);
-    tracing::info!(rpc, code, message = status.message(), "request refused");
+    tracing::info!(rpc, code, error = status.message(), "request refused");
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl RequestContext {
         let parts = match result {
             Ok(parts) => parts,
             Err(status) => {
-                tracing::info!(code, message = status.message(), total_ms, "request failed");
+                tracing::info!(code, error = status.message(), total_ms, "request failed");
                 return;
             }
         };

@@ -69,7 +69,7 @@ fn run_batch<B: Backend>(shared: &Shared, backend: &mut B, batch: Batch) {
             ),
         ),
         Err(message) => {
-            tracing::error!(%message, "batch failed");
+            tracing::error!(error = %message, "batch failed");
             fail_rows(shared, batch.rows, message);
         }
     }
