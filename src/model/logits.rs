@@ -87,8 +87,7 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
     if !max.is_finite() {
         return;
     }
-    let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
-    let lse = sum.ln() as f32;
+    let lse = super::ops::sum_exp_shifted(row, max).ln() as f32;
     for x in row.iter_mut() {
         *x = (*x - max) - lse;
     }
