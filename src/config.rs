@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// re-resolve and spread over new replicas; 0 = never.
     #[arg(long, env = "TARJAMA_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
     pub max_connection_age_secs: u64,
+    /// On SIGTERM, how long calls in flight may take to finish before their connections are
+    /// closed (a client holding an idle stream open must not keep the process alive).
+    #[arg(long, env = "TARJAMA_SHUTDOWN_TIMEOUT_SECS", default_value_t = 60)]
+    pub shutdown_timeout_secs: u64,
     #[command(flatten)]
     pub security: SecurityArgs,
 }

@@ -348,7 +348,8 @@ async fn serve_grpc<H: Health>(
     set_health(&health, ServingStatus::NotServing).await;
     let engines = state.take_engines();
     let _ = stop_tx.send(());
-    server.await??;
+    let grace = std::time::Duration::from_secs(args.shutdown_timeout_secs);
+    finish_in_flight(server, grace).await?;
     if let Some(engines) = engines {
         tokio::task::spawn_blocking(move || {
             engines.translator.shutdown();
@@ -360,6 +361,25 @@ async fn serve_grpc<H: Health>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for the calls in flight, at most `grace`; then drops the connections still open.
+async fn finish_in_flight(
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: std::time::Duration,
+) -> Result<(), StartupError> {
+    let abort = server.abort_handle();
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => Ok(joined??),
+        Err(_) => {
+            tracing::warn!(
+                secs = grace.as_secs(),
+                "calls still running after the shutdown timeout; closing their connections"
+            );
+            abort.abort();
+            Ok(())
+        }
+    }
 }
 
 async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {

@@ -382,3 +382,24 @@ async fn json_logs_have_one_line_per_call() {
         failed[0]
     );
 }
+
+/// A client holding a stream open must not keep a stopping server alive: after
+/// --shutdown-timeout-secs its connection is closed and the server ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_forever_for_an_idle_stream() {
+    let server = start_with(serve_args(&["--shutdown-timeout-secs", "1"]), None).await;
+    wait_serving(&server).await;
+    let mut client = server.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(one_text()).await.unwrap();
+    let mut replies = client
+        .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replies.message().await.unwrap().is_some());
+    // `tx` stays alive: the call is still in flight when shutdown begins.
+    let ended = tokio::time::timeout(Duration::from_secs(20), server.outcome()).await;
+    assert!(ended.expect("shutdown hung on an idle stream").is_ok());
+    drop(tx);
+}
