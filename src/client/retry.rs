@@ -87,7 +87,7 @@ where
         tracing::debug!(
             id,
             code = ?status.code(),
-            message = status.message(),
+            error = status.message(),
             attempt = attempts,
             wait_ms = wait.as_millis() as u64,
             "retrying"
