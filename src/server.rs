@@ -122,12 +122,15 @@ pub fn load_model(resolved: &ResolvedModel) -> Result<(Seq2SeqModel, Tokenizer),
 
 /// What clients see of a resolved, loaded model.
 pub fn model_info(resolved: &ResolvedModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
-    let info = ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone());
+    ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone())
+}
+
+/// `tarjama_model_info`: which model serves which task (only models started for serving).
+fn publish_model_info(info: &ModelInfo) {
     metrics::gauge!(telemetry::MODEL_INFO,
         "task" => info.task.to_string(), "model" => info.id.clone(),
         "revision" => info.revision.clone(), "family" => info.family.name())
     .set(1.0);
-    info
 }
 
 /// Resolves, loads and starts the translation model named by `spec`.
@@ -139,6 +142,7 @@ pub fn start_translator(
     let resolved = resolve_model(spec, hub_args)?;
     let (model, tokenizer) = load_model(&resolved)?;
     let info = model_info(&resolved, &model, Task::Translation);
+    publish_model_info(&info);
     Ok(Translator::start(model, tokenizer, info, scheduler)?)
 }
 
@@ -154,6 +158,7 @@ pub fn start_summarizer(
     let resolved = resolve_model(spec, hub_args)?;
     let (model, tokenizer) = load_model(&resolved)?;
     let info = model_info(&resolved, &model, Task::Summarization);
+    publish_model_info(&info);
     Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
 }
 
