@@ -1,17 +1,23 @@
 mod common;
 
 use common::engine::*;
-use tarjama::model::Seq2SeqModel;
 
-/// Teacher-forced logits over many steps: the fixtures' random weights make some decoder
-/// self-attention scores huge (|q.k| > 2000), so fp32 rounding alone moves logits by up to
-/// ~5e-3 (our own f32 vs f64 runs differ by 5.6e-3 on Marian, 1.8e-3 on BART; we are at 2.4e-4
-/// and 3.8e-3 of the reference). 1e-4 holds for
-/// the encoder and the first step; for all teacher-forced positions we require the reference's
-/// argmax exactly and |diff| below this bound.
-const TF_TOL: f32 = 5e-3;
+/// Parity tolerance for logits and hidden states.
+const TOL: f32 = 1e-4;
 
-fn check_teacher_forced(got: &candle_core::Tensor, want: &serde_json::Value, what: &str) {
+/// Teacher-forced logits of the main fixtures: their random weights (std 0.8) make some decoder
+/// self-attention scores huge (|q.k| > 2000), so fp32 rounding alone moves logits by up to 6e-3
+/// (transformers fp32 vs fp64: 5.9e-3 Marian, 2.2e-3 BART; ours vs fp64: 5.8e-3, 2.6e-3), and
+/// the reference tool rerun with the same seed and versions on this machine kind lands 1.9e-4
+/// and 7.7e-4 from its own reference.json. There we require the reference's argmax at every
+/// position and |diff| below this bound; the conditioned fixtures hold every logit to `TOL`.
+const MAIN_TF_TOL: f32 = 5e-3;
+
+/// (Marian dir, teacher-forced tolerance) for each fixture set.
+const MARIANS: [(&str, f32); 2] = [(MARIAN, MAIN_TF_TOL), (CONDITIONED_MARIAN, TOL)];
+const BARTS: [(&str, f32); 2] = [(BART, MAIN_TF_TOL), (CONDITIONED_BART, TOL)];
+
+fn check_teacher_forced(got: &candle_core::Tensor, want: &serde_json::Value, tol: f32, what: &str) {
     let got = got.to_vec2::<f32>().unwrap();
     let want = want.as_array().unwrap();
     assert_eq!(got.len(), want.len());
@@ -25,7 +31,7 @@ fn check_teacher_forced(got: &candle_core::Tensor, want: &serde_json::Value, wha
             "{what}: argmax differs at position {i}"
         );
     }
-    assert!(worst < TF_TOL, "{what}: teacher forced max diff {worst}");
+    assert!(worst < tol, "{what}: teacher forced max diff {worst}");
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -38,54 +44,64 @@ fn marian_text(r: &serde_json::Value, key: &str) -> Vec<u32> {
 
 #[test]
 fn marian_encoder_states_match() {
-    let r = reference(MARIAN);
-    let m = load(MARIAN, None);
-    let states = m.encoder_states(&[marian_text(&r, "encoder")]).unwrap();
-    let shape: Vec<usize> = ids(&r["encoder"]["shape"])
-        .iter()
-        .map(|&x| x as usize)
-        .collect();
-    assert_eq!(states.dims(), shape.as_slice());
-    let got = states.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let d = max_abs_diff(&got, &floats(&r["encoder"]["values"]));
-    assert!(d < 1e-4, "encoder max diff {d}");
+    for (dir, _) in MARIANS {
+        let r = reference(dir);
+        let m = load(dir, None);
+        let states = m.encoder_states(&[marian_text(&r, "encoder")]).unwrap();
+        let shape: Vec<usize> = ids(&r["encoder"]["shape"])
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        assert_eq!(states.dims(), shape.as_slice());
+        let got = states.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d = max_abs_diff(&got, &floats(&r["encoder"]["values"]));
+        assert!(d < TOL, "{dir}: encoder max diff {d}");
+    }
 }
 
 #[test]
 fn marian_first_step_and_teacher_forced_logits_match() {
-    let r = reference(MARIAN);
-    let m = load(MARIAN, None);
-    let start = m.config().decoder_start_token_id;
-    let first = m
-        .teacher_forced_logits(&marian_text(&r, "first_step_logits"), &[start])
-        .unwrap();
-    let got = first.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let d = max_abs_diff(&got, &floats(&r["first_step_logits"]["values"]));
-    assert!(d < 1e-4, "first step max diff {d}");
+    for (dir, tf_tol) in MARIANS {
+        let r = reference(dir);
+        let m = load(dir, None);
+        let start = m.config().decoder_start_token_id;
+        let first = m
+            .teacher_forced_logits(&marian_text(&r, "first_step_logits"), &[start])
+            .unwrap();
+        let got = first.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d = max_abs_diff(&got, &floats(&r["first_step_logits"]["values"]));
+        assert!(d < TOL, "{dir}: first step max diff {d}");
 
-    let tf = &r["teacher_forced"];
-    let logits = m
-        .teacher_forced_logits(
-            &marian_text(&r, "teacher_forced"),
-            &ids(&tf["decoder_input_ids"]),
-        )
-        .unwrap();
-    check_teacher_forced(&logits, &tf["logits"], "marian");
+        let tf = &r["teacher_forced"];
+        let logits = m
+            .teacher_forced_logits(
+                &marian_text(&r, "teacher_forced"),
+                &ids(&tf["decoder_input_ids"]),
+            )
+            .unwrap();
+        check_teacher_forced(&logits, &tf["logits"], tf_tol, dir);
+    }
 }
 
-fn check_marian_generation(m: &Seq2SeqModel, mode: &str) {
-    let r = reference(MARIAN);
-    let p = params(m, &r["generate_kwargs"][mode]);
+fn check_marian_generation(dir: &str, mode: &str) {
+    let r = reference(dir);
+    let m = load(dir, None);
+    let p = params(&m, &r["generate_kwargs"][mode]);
     for case in r[mode].as_array().unwrap() {
         let input = input_ids_for(&r, case["text"].as_str().unwrap());
         let out = m.generate(&[input], &p, &never).unwrap();
         let g = out[0].as_ref().unwrap();
-        assert_eq!(g.ids, ids(&case["ids"]), "{mode} ids for {}", case["text"]);
+        assert_eq!(
+            g.ids,
+            ids(&case["ids"]),
+            "{dir} {mode} ids for {}",
+            case["text"]
+        );
         if let Some(score) = case.get("score") {
             let want = score.as_f64().unwrap() as f32;
             assert!(
-                (g.score - want).abs() < 1e-4,
-                "{mode} score {} vs {want}",
+                (g.score - want).abs() < TOL,
+                "{dir} {mode} score {} vs {want}",
                 g.score
             );
         }
@@ -94,12 +110,16 @@ fn check_marian_generation(m: &Seq2SeqModel, mode: &str) {
 
 #[test]
 fn marian_greedy_matches() {
-    check_marian_generation(&load(MARIAN, None), "greedy");
+    for (dir, _) in MARIANS {
+        check_marian_generation(dir, "greedy");
+    }
 }
 
 #[test]
 fn marian_beam4_matches() {
-    check_marian_generation(&load(MARIAN, None), "beam4");
+    for (dir, _) in MARIANS {
+        check_marian_generation(dir, "beam4");
+    }
 }
 
 fn strip_pad(mut v: Vec<u32>, pad: u32) -> Vec<u32> {
@@ -111,8 +131,14 @@ fn strip_pad(mut v: Vec<u32>, pad: u32) -> Vec<u32> {
 
 #[test]
 fn marian_padded_batch_equals_unbatched() {
-    let r = reference(MARIAN);
-    let m = load(MARIAN, None);
+    for (dir, _) in MARIANS {
+        check_padded_batch(dir);
+    }
+}
+
+fn check_padded_batch(dir: &str) {
+    let r = reference(dir);
+    let m = load(dir, None);
     let pad = m.config().pad_token_id;
     let inputs: Vec<Vec<u32>> = r["batch"]["texts"]
         .as_array()
@@ -125,31 +151,46 @@ fn marian_padded_batch_equals_unbatched() {
         let batched = m.generate(&inputs, &p, &never).unwrap();
         for (i, row) in r["batch"][key].as_array().unwrap().iter().enumerate() {
             let got = batched[i].as_ref().unwrap();
-            assert_eq!(got.ids, strip_pad(ids(row), pad), "{mode} batch row {i}");
+            assert_eq!(
+                got.ids,
+                strip_pad(ids(row), pad),
+                "{dir} {mode} batch row {i}"
+            );
             let single = m.generate(&inputs[i..i + 1], &p, &never).unwrap();
             let single = single[0].as_ref().unwrap();
-            assert_eq!(&got.ids, &single.ids, "{mode} row {i} batched vs single");
-            assert!((got.score - single.score).abs() < 1e-4);
+            assert_eq!(
+                &got.ids, &single.ids,
+                "{dir} {mode} row {i} batched vs single"
+            );
+            assert!((got.score - single.score).abs() < TOL);
         }
     }
 }
 
 #[test]
 fn bart_teacher_forced_logits_match() {
-    let r = reference(BART);
-    let m = load(BART, None);
-    let tf = &r["teacher_forced"];
-    let input = input_ids_for(&r, tf["text"].as_str().unwrap());
-    let logits = m
-        .teacher_forced_logits(&input, &ids(&tf["decoder_input_ids"]))
-        .unwrap();
-    check_teacher_forced(&logits, &tf["logits"], "bart");
+    for (dir, tf_tol) in BARTS {
+        let r = reference(dir);
+        let m = load(dir, None);
+        let tf = &r["teacher_forced"];
+        let input = input_ids_for(&r, tf["text"].as_str().unwrap());
+        let logits = m
+            .teacher_forced_logits(&input, &ids(&tf["decoder_input_ids"]))
+            .unwrap();
+        check_teacher_forced(&logits, &tf["logits"], tf_tol, dir);
+    }
 }
 
 #[test]
 fn bart_beam4_summaries_match() {
-    let r = reference(BART);
-    let m = load(BART, None);
+    for (dir, _) in BARTS {
+        check_bart_summaries(dir);
+    }
+}
+
+fn check_bart_summaries(dir: &str) {
+    let r = reference(dir);
+    let m = load(dir, None);
     let p = params(&m, &r["generate_kwargs"]["summaries"]);
     let cases = r["summaries"].as_array().unwrap();
     let inputs: Vec<Vec<u32>> = cases
@@ -158,7 +199,11 @@ fn bart_beam4_summaries_match() {
         .collect();
     for (i, c) in cases.iter().enumerate() {
         let out = m.generate(&inputs[i..i + 1], &p, &never).unwrap();
-        assert_eq!(out[0].as_ref().unwrap().ids, ids(&c["ids"]), "summary {i}");
+        assert_eq!(
+            out[0].as_ref().unwrap().ids,
+            ids(&c["ids"]),
+            "{dir} summary {i}"
+        );
     }
     // Batched too: rows of different lengths give the same summaries.
     let out = m.generate(&inputs, &p, &never).unwrap();
@@ -166,7 +211,7 @@ fn bart_beam4_summaries_match() {
         assert_eq!(
             out[i].as_ref().unwrap().ids,
             ids(&c["ids"]),
-            "batched summary {i}"
+            "{dir} batched summary {i}"
         );
     }
 }
@@ -191,7 +236,7 @@ fn bart_summarization_defaults_from_task_params() {
 
 #[test]
 fn safetensors_and_pytorch_bin_give_identical_logits() {
-    for dir in [MARIAN, BART] {
+    for dir in [MARIAN, BART, CONDITIONED_MARIAN, CONDITIONED_BART] {
         let r = reference(dir);
         let input = common::engine::all_inputs(&r).remove(0);
         let a = load(dir, Some("model.safetensors"));
