@@ -14,7 +14,7 @@ type Res<T> = Result<T, ModelError>;
 /// transformers' "very large negative" used to mask beams in fp32.
 const NEG: f32 = -1.0e9;
 /// Initial self-attention cache capacity (steps); caches grow by this much when full.
-const INITIAL_CACHE: usize = super::layers::CACHE_STEP;
+const INITIAL_CACHE: usize = super::kv_cache::CACHE_STEP;
 
 pub(crate) fn generate(
     model: &Seq2SeqModel,

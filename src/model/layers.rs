@@ -1,9 +1,11 @@
 //! Transformer building blocks. Weights are stored pre-transposed (`in x out`, contiguous) so
 //! every projection is one plain row-major gemm.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::config::Activation;
+use super::kv_cache::{Ancestry, KvCache};
+use super::ops::KvRows;
 use super::weights::WeightSource;
 use super::ModelError;
 
@@ -189,8 +191,9 @@ impl SelfAttention {
         self.out.forward(&merge_heads(&ctx)?)
     }
 
-    /// One decoding step: `x` (B, 1, d); the new key/value go into `cache` first.
-    pub fn step(&self, x: &Tensor, cache: &mut KvCache) -> Res<Tensor> {
+    /// One decoding step: `x` (B, 1, d); the new key/value go into `cache` first, and row
+    /// `r` reads earlier steps where `ancestry` says (already pushed for this step).
+    pub fn step(&self, x: &Tensor, cache: &mut KvCache, ancestry: &Ancestry) -> Res<Tensor> {
         let qkv = self.qkv.forward(x)?;
         let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;
@@ -202,7 +205,8 @@ impl SelfAttention {
                 .narrow(1, 0, self.d)?
                 .contiguous()?;
             let scale = self.scale() as f32;
-            let ctx = super::ops::decode_attention(&q, &cache.k, &cache.v, len, 1, None, scale)?;
+            let rows = KvRows::Traced(ancestry.rows());
+            let ctx = super::ops::decode_attention(&q, &cache.k, &cache.v, len, rows, None, scale)?;
             return self.out.forward(&ctx);
         }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
@@ -262,7 +266,7 @@ impl CrossAttention {
                 k,
                 v,
                 len,
-                group.max(1),
+                KvRows::Grouped(group.max(1)),
                 Some(mask),
                 scale as f32,
             )?;
@@ -327,84 +331,5 @@ pub(crate) fn residual(
         Ok((x + f(&norm.forward(x)?)?)?)
     } else {
         norm.forward(&(x + f(x)?)?)
-    }
-}
-
-/// Steps added when a cache is full.
-pub(crate) const CACHE_STEP: usize = 32;
-
-/// Per-layer self-attention cache, (B, H, capacity, hd) buffers filled in place.
-pub(crate) struct KvCache {
-    k: Tensor,
-    v: Tensor,
-    /// Second pair of buffers for beam reordering (swapped with k/v each step).
-    spare: Option<(Tensor, Tensor)>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn new(
-        rows: usize,
-        heads: usize,
-        head_dim: usize,
-        capacity: usize,
-        device: &Device,
-    ) -> Res<Self> {
-        let shape = (rows, heads, capacity.max(1), head_dim);
-        Ok(Self {
-            k: Tensor::zeros(shape, DType::F32, device)?,
-            v: Tensor::zeros(shape, DType::F32, device)?,
-            spare: None,
-            len: 0,
-        })
-    }
-
-    /// Writes one step (B, H, 1, hd); returns how many steps are cached.
-    fn push(&mut self, k: &Tensor, v: &Tensor) -> Res<usize> {
-        let cap = self.k.dim(2)?;
-        if self.len == cap {
-            // Grow by a fixed step: beam reordering copies the whole capacity's rows.
-            self.grow(cap + CACHE_STEP)?;
-        }
-        self.k.slice_set(k, 2, self.len)?;
-        self.v.slice_set(v, 2, self.len)?;
-        self.len += 1;
-        Ok(self.len)
-    }
-
-    fn grow(&mut self, cap: usize) -> Res<()> {
-        let (b, h, old, hd) = self.k.dims4()?;
-        let pad = Tensor::zeros((b, h, cap - old, hd), self.k.dtype(), self.k.device())?;
-        self.k = Tensor::cat(&[&self.k, &pad], 2)?;
-        self.v = Tensor::cat(&[&self.v, &pad], 2)?;
-        self.spare = None;
-        Ok(())
-    }
-
-    /// Keeps/reorders rows (beam reordering, finished rows leaving). Same row count (beam
-    /// steps): gathered into a spare buffer that is then swapped in, so nothing is allocated
-    /// per step. Fewer rows: copied into new, smaller buffers.
-    pub fn select_rows(&mut self, idx: &[u32]) -> Res<()> {
-        let (rows, cpu_f32) = (
-            self.k.dim(0)?,
-            self.k.device().is_cpu() && self.k.dtype() == DType::F32,
-        );
-        if idx.len() == rows && cpu_f32 {
-            let (sk, sv) = match self.spare.take() {
-                Some(s) => s,
-                None => (self.k.zeros_like()?, self.v.zeros_like()?),
-            };
-            super::ops::gather_into(&sk, &self.k, idx, self.len)?;
-            super::ops::gather_into(&sv, &self.v, idx, self.len)?;
-            let old_k = std::mem::replace(&mut self.k, sk);
-            let old_v = std::mem::replace(&mut self.v, sv);
-            self.spare = Some((old_k, old_v));
-        } else {
-            let cap = self.k.dim(2)?;
-            self.k = super::ops::gather_cache(&self.k, idx, self.len, cap)?;
-            self.v = super::ops::gather_cache(&self.v, idx, self.len, cap)?;
-            self.spare = None;
-        }
-        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 mod config;
 mod generate;
+mod kv_cache;
 mod layers;
 mod logits;
 mod ops;

@@ -573,11 +573,11 @@ mod avx512 {
     }
 }
 
-/// Cache rows `idx` of a (B, H, cap, hd) buffer into a new (B', H, new_cap, hd) one, copying
-/// only the first `len` steps (the spare capacity is zeroed): beam reordering then costs what
-/// is cached, not the capacity.
+/// Rows of a (B, H, cap, hd) cache buffer into a new (B', H, new_cap, hd) one: output row
+/// `i` takes step `j` from physical row `rows[i][j]` (see `kv_cache::Ancestry`). Only the
+/// first `len` steps are copied; the spare capacity is zeroed.
 struct GatherCache<'a> {
-    idx: &'a [u32],
+    rows: &'a [&'a [u32]],
     len: usize,
     new_cap: usize,
 }
@@ -590,95 +590,50 @@ impl candle_core::CustomOp1 for GatherCache<'_> {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = contiguous(s, l)?;
         let (b, h, cap, hd) = l.shape().dims4()?;
-        let new_cap = self.new_cap;
-        if self.len > cap || self.len > new_cap || self.idx.iter().any(|&i| i as usize >= b) {
+        let (len, new_cap) = (self.len, self.new_cap);
+        let in_range = |r: &&[u32]| r.len() >= len && r[..len].iter().all(|&i| (i as usize) < b);
+        if len > cap || len > new_cap || !self.rows.iter().all(in_range) {
             candle_core::bail!("gather cache: index out of range");
         }
-        let (row, head, used) = (h * cap * hd, cap * hd, self.len * hd);
         // Each element written once: cached steps copied, the spare capacity zeroed.
-        let mut out = Vec::with_capacity(self.idx.len() * h * new_cap * hd);
-        for &i in self.idx {
-            let from = &src[i as usize * row..(i as usize + 1) * row];
-            for f in from.chunks(head) {
-                out.extend_from_slice(&f[..used]);
-                out.extend(std::iter::repeat_n(0f32, (new_cap - self.len) * hd));
+        let mut out = Vec::with_capacity(self.rows.len() * h * new_cap * hd);
+        for steps in self.rows {
+            for head in 0..h {
+                for (j, &r) in steps[..len].iter().enumerate() {
+                    let at = ((r as usize * h + head) * cap + j) * hd;
+                    out.extend_from_slice(&src[at..at + hd]);
+                }
+                out.extend(std::iter::repeat_n(0f32, (new_cap - len) * hd));
             }
         }
         Ok((
             CpuStorage::F32(out),
-            Shape::from_dims(&[self.idx.len(), h, new_cap, hd]),
+            Shape::from_dims(&[self.rows.len(), h, new_cap, hd]),
         ))
     }
 }
 
-/// See [`GatherCache`]; off the f32 CPU path the capacity is kept.
+/// See [`GatherCache`]. Off the f32 CPU path rows are never traced (each row's steps all sit
+/// in one physical row), so a plain row selection does.
 pub(crate) fn gather_cache(
     t: &Tensor,
-    idx: &[u32],
+    rows: &[&[u32]],
     len: usize,
     new_cap: usize,
 ) -> candle_core::Result<Tensor> {
     if t.device().is_cpu() && t.dtype() == candle_core::DType::F32 {
-        t.apply_op1_no_bwd(&GatherCache { idx, len, new_cap })
-    } else {
-        let ids = Tensor::new(idx, t.device())?;
-        t.index_select(&ids, 0)
+        return t.apply_op1_no_bwd(&GatherCache { rows, len, new_cap });
     }
-}
-
-/// [`GatherCache`] into an existing buffer of the same shape (beam reordering with
-/// double-buffered caches: no allocation, no page faults, nothing zeroed per step).
-struct GatherInto<'a> {
-    idx: &'a [u32],
-    len: usize,
-}
-
-impl candle_core::InplaceOp2 for GatherInto<'_> {
-    fn name(&self) -> &'static str {
-        "tarjama-gather-into"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let src = contiguous(s2, l2)?;
-        let (b, h, cap, hd) = l2.shape().dims4()?;
-        if l1.shape() != l2.shape() || l1.start_offset() != 0 || !l1.is_contiguous() {
-            candle_core::bail!("gather into: buffers differ");
+    let mut idx = Vec::with_capacity(rows.len());
+    for steps in rows {
+        let first = steps.first().copied().unwrap_or(0);
+        if steps[..len.min(steps.len())].iter().any(|&r| r != first) {
+            candle_core::bail!("gather cache: traced rows need the f32 CPU path");
         }
-        if self.idx.len() != b || self.len > cap || self.idx.iter().any(|&i| i as usize >= b) {
-            candle_core::bail!("gather into: index out of range");
-        }
-        let CpuStorage::F32(dst) = s1 else {
-            candle_core::bail!("gather into: f32 only");
-        };
-        let (row, head, used) = (h * cap * hd, cap * hd, self.len * hd);
-        // Tens of MB per step in beam search: both cores' memory bandwidth helps.
-        use rayon::prelude::*;
-        dst.par_chunks_mut(row)
-            .zip(self.idx.par_iter())
-            .for_each(|(d_row, &i)| {
-                let from = &src[i as usize * row..(i as usize + 1) * row];
-                for (d, f) in d_row.chunks_mut(head).zip(from.chunks(head)) {
-                    d[..used].copy_from_slice(&f[..used]);
-                }
-            });
-        Ok(())
+        idx.push(first);
     }
-}
-
-/// Writes rows `idx` (first `len` steps) of `src` into `dst`, same shape; f32 CPU only.
-pub(crate) fn gather_into(
-    dst: &Tensor,
-    src: &Tensor,
-    idx: &[u32],
-    len: usize,
-) -> candle_core::Result<()> {
-    dst.inplace_op2(src, &GatherInto { idx, len })
+    let ids = Tensor::new(idx.as_slice(), t.device())?;
+    t.index_select(&ids, 0)
 }
 
 /// Read access to a CPU f32 tensor's elements (its layout must be contiguous).
@@ -693,28 +648,47 @@ fn cpu_slice<R>(
     f(contiguous(cpu, layout)?)
 }
 
+/// Where each query row finds its keys/values in a (B, H, cap, hd) cache.
+#[derive(Clone, Copy)]
+pub(crate) enum KvRows<'a> {
+    /// Row `r` reads cache row `r / group` at every step (cross-attention: the beams of one
+    /// input share its encoder states).
+    Grouped(usize),
+    /// Row `r` reads step `j` from cache row `rows[r][j]` (self-attention under beam search,
+    /// see `kv_cache::Ancestry`).
+    Traced(&'a [Vec<u32>]),
+}
+
 /// One decoding step's attention, without candle's per-head matmuls: `q` (R, H·hd) holds one
-/// query per row; row `r` attends to the first `len` steps of `k`/`v` (B, H, cap, hd) row
-/// `r / group`, plus the additive `mask` (B, 1, 1, cap) when given. Scores are
-/// `(q·k) · scale` and the softmax runs in f32, as in the tensor path. Rows run in parallel.
+/// query per row; row `r` attends to the first `len` steps of `k`/`v` (B, H, cap, hd) in the
+/// rows `kv_rows` names, plus the additive `mask` (B, 1, 1, cap; grouped rows only) when
+/// given. Scores are `(q·k) · scale` and the softmax runs in f32, as in the tensor path. Rows
+/// run in parallel.
 pub(crate) fn decode_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     len: usize,
-    group: usize,
+    kv_rows: KvRows,
     mask: Option<&Tensor>,
     scale: f32,
 ) -> candle_core::Result<Tensor> {
     let (rows, d) = q.dims2()?;
     let (b, heads, cap, hd) = k.dims4()?;
-    if v.dims4()? != (b, heads, cap, hd)
-        || heads * hd != d
-        || len > cap
-        || group == 0
-        || rows.div_ceil(group) > b
-    {
+    if v.dims4()? != (b, heads, cap, hd) || heads * hd != d || len > cap {
         candle_core::bail!("decode attention: shape mismatch");
+    }
+    let rows_ok = match kv_rows {
+        KvRows::Grouped(group) => group > 0 && rows.div_ceil(group) <= b,
+        KvRows::Traced(t) => {
+            mask.is_none()
+                && t.len() == rows
+                && t.iter()
+                    .all(|s| s.len() >= len && s[..len].iter().all(|&i| (i as usize) < b))
+        }
+    };
+    if !rows_ok {
+        candle_core::bail!("decode attention: cache rows out of range");
     }
     let mask = match mask {
         Some(m) if m.elem_count() != b * cap => candle_core::bail!("decode attention: mask shape"),
@@ -726,12 +700,13 @@ pub(crate) fn decode_attention(
         cap,
         hd,
         len,
-        group,
         scale,
     };
     let out = cpu_slice(q, |q| {
         cpu_slice(k, |k| {
-            cpu_slice(v, |v| Ok(shape.run(q, k, v, mask.as_deref(), rows)))
+            cpu_slice(v, |v| {
+                Ok(shape.run(q, k, v, kv_rows, mask.as_deref(), rows))
+            })
         })
     })?;
     Tensor::from_vec(out, (rows, 1, d), q.device())
@@ -743,26 +718,53 @@ struct AttentionShape {
     cap: usize,
     hd: usize,
     len: usize,
-    group: usize,
     scale: f32,
 }
 
 impl AttentionShape {
-    fn run(&self, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>, rows: usize) -> Vec<f32> {
+    fn run(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kv_rows: KvRows,
+        mask: Option<&[f32]>,
+        rows: usize,
+    ) -> Vec<f32> {
         use rayon::prelude::*;
         let d = self.heads * self.hd;
         let mut out = vec![0f32; rows * d];
         out.par_chunks_mut(d).enumerate().for_each(|(r, out_row)| {
-            let kv_row = r / self.group;
-            let mask_row = mask.map(|m| &m[kv_row * self.cap..kv_row * self.cap + self.len]);
+            // Offset of step j's vector in head 0; head h adds h·cap·hd.
+            let row_start = |b: usize| b * self.heads * self.cap * self.hd;
+            let (steps, mask_row): (Vec<usize>, _) = match kv_rows {
+                KvRows::Grouped(group) => {
+                    let kv_row = r / group;
+                    let mask_row =
+                        mask.map(|m| &m[kv_row * self.cap..kv_row * self.cap + self.len]);
+                    let at = row_start(kv_row);
+                    ((0..self.len).map(|j| at + j * self.hd).collect(), mask_row)
+                }
+                KvRows::Traced(t) => (
+                    t[r][..self.len]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &b)| row_start(b as usize) + j * self.hd)
+                        .collect(),
+                    None,
+                ),
+            };
             let mut scores = vec![0f32; self.len];
             for h in 0..self.heads {
-                let base = (kv_row * self.heads + h) * self.cap * self.hd;
+                let head = Head {
+                    k: &k[h * self.cap * self.hd..],
+                    v: &v[h * self.cap * self.hd..],
+                    steps: &steps,
+                };
                 let qh = &q[r * d + h * self.hd..r * d + (h + 1) * self.hd];
                 self.head(
                     qh,
-                    &k[base..],
-                    &v[base..],
+                    head,
                     mask_row,
                     &mut scores,
                     &mut out_row[h * self.hd..(h + 1) * self.hd],
@@ -773,19 +775,11 @@ impl AttentionShape {
     }
 
     /// softmax(q·Kᵀ·scale + mask)·V for one row and head.
-    fn head(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        mask: Option<&[f32]>,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
+    fn head(&self, q: &[f32], kv: Head, mask: Option<&[f32]>, scores: &mut [f32], out: &mut [f32]) {
         let hd = self.hd;
         let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            let mut x = dot(q, &k[j * hd..(j + 1) * hd]) * self.scale;
+        for ((j, s), &at) in scores.iter_mut().enumerate().zip(kv.steps) {
+            let mut x = dot(q, &kv.k[at..at + hd]) * self.scale;
             if let Some(m) = mask {
                 x += m[j];
             }
@@ -799,8 +793,8 @@ impl AttentionShape {
         }
         // Unnormalised weights summed first, divided once at the end (as PyTorch's CPU
         // flash-attention kernel does).
-        for (j, &p) in scores.iter().enumerate() {
-            for (o, &x) in out.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+        for (&p, &at) in scores.iter().zip(kv.steps) {
+            for (o, &x) in out.iter_mut().zip(&kv.v[at..at + hd]) {
                 *o += p * x;
             }
         }
@@ -808,6 +802,14 @@ impl AttentionShape {
             *o /= sum;
         }
     }
+}
+
+/// One head's keys and values (slices starting at the head) and each step's offset in them.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    steps: &'a [usize],
 }
 
 /// Dot product with eight running sums (vectorises; rounding like a BLAS kernel's).

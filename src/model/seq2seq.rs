@@ -5,9 +5,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::config::{GenerationParams, ModelConfig};
-use super::layers::{
-    residual, CrossAttention, FeedForward, KvCache, LayerNorm, Linear, SelfAttention,
-};
+use super::kv_cache::{Ancestry, KvCache};
+use super::layers::{residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention};
 use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource};
 use super::{Generated, ModelError};
 
@@ -107,6 +106,8 @@ struct DecoderLayer {
 /// cross K/V and the source mask are kept once per input, not per row.
 pub(crate) struct DecoderState {
     self_kv: Vec<KvCache>,
+    /// Shared by all layers: beam reordering is the same in each.
+    ancestry: Ancestry,
     cross_kv: Vec<(Tensor, Tensor)>,
     /// Additive source padding mask (inputs, 1, 1, S).
     cross_mask: Tensor,
@@ -119,8 +120,19 @@ impl DecoderState {
     /// Keeps the given rows in the given order (beam reorder, dropping finished rows). Rows
     /// must stay grouped by input: `rows[g*group..(g+1)*group]` all come from one input.
     pub fn select_rows(&mut self, rows: &[u32]) -> Res<()> {
-        for c in &mut self.self_kv {
-            c.select_rows(rows)?;
+        let fused = self
+            .self_kv
+            .first()
+            .is_none_or(|c| c.k.device().is_cpu() && c.k.dtype() == candle_core::DType::F32);
+        if rows.len() == self.rows && fused {
+            // Beam reorder: the fused attention follows the ancestry, nothing is copied.
+            self.ancestry.reorder(rows)?;
+        } else {
+            let traced = self.ancestry.traced_rows(rows)?;
+            for c in &mut self.self_kv {
+                c.materialise(&traced)?;
+            }
+            self.ancestry.reset(rows.len(), self.pos);
         }
         let group = self.group as u32;
         let inputs: Vec<u32> = rows.chunks(self.group).map(|c| c[0] / group).collect();
@@ -322,6 +334,7 @@ impl Seq2SeqModel {
         }
         Ok(DecoderState {
             self_kv,
+            ancestry: Ancestry::new(rows),
             cross_kv,
             cross_mask: mask.clone(),
             group,
@@ -346,9 +359,10 @@ impl Seq2SeqModel {
         let ids = Tensor::from_slice(tokens, (tokens.len(), 1), &self.device)?;
         let pre = self.cfg.normalize_before;
         let mut x = self.dec_emb.forward(&self.lm_head, &ids, state.pos)?;
+        state.ancestry.push();
         for (i, l) in self.decoder.iter().enumerate() {
-            let cache = &mut state.self_kv[i];
-            x = residual(&x, &l.attn_norm, pre, |h| l.attn.step(h, cache))?;
+            let (cache, ancestry) = (&mut state.self_kv[i], &state.ancestry);
+            x = residual(&x, &l.attn_norm, pre, |h| l.attn.step(h, cache, ancestry))?;
             let (k, v) = &state.cross_kv[i];
             let (mask, group) = (&state.cross_mask, state.group);
             x = residual(&x, &l.cross_norm, pre, |h| {
