@@ -12,7 +12,7 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("layer norm needs contiguous inputs"),
+        None => candle_core::bail!("expected contiguous inputs"),
     }
 }
 
@@ -692,7 +692,8 @@ pub(crate) fn decode_attention(
     }
     let mask = match mask {
         Some(m) if m.elem_count() != b * cap => candle_core::bail!("decode attention: mask shape"),
-        Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
+        // Already contiguous in practice: then this only clones a handle.
+        Some(m) => Some(m.contiguous()?),
         None => None,
     };
     let shape = AttentionShape {
@@ -702,10 +703,14 @@ pub(crate) fn decode_attention(
         len,
         scale,
     };
+    let run = |q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>| {
+        Ok(shape.run(q, k, v, kv_rows, mask, rows))
+    };
     let out = cpu_slice(q, |q| {
         cpu_slice(k, |k| {
-            cpu_slice(v, |v| {
-                Ok(shape.run(q, k, v, kv_rows, mask.as_deref(), rows))
+            cpu_slice(v, |v| match &mask {
+                Some(m) => cpu_slice(m, |m| run(q, k, v, Some(m))),
+                None => run(q, k, v, None),
             })
         })
     })?;
