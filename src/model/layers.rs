@@ -132,8 +132,9 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64)
     Ok(probs.matmul(v)?)
 }
 
-/// Decoding steps on f32 CPU tensors use the fused kernel of `ops::decode_attention`.
-fn fast_attention(x: &Tensor) -> bool {
+/// Decoding steps on f32 CPU tensors use the fused kernel of `ops::decode_attention` (the
+/// only path that follows a beam ancestry).
+pub(crate) fn fast_attention(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 

@@ -6,7 +6,9 @@ use candle_core::{Device, Tensor};
 
 use super::config::{GenerationParams, ModelConfig};
 use super::kv_cache::{Ancestry, KvCache};
-use super::layers::{residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention};
+use super::layers::{
+    fast_attention, residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention,
+};
 use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource};
 use super::{Generated, ModelError};
 
@@ -120,10 +122,7 @@ impl DecoderState {
     /// Keeps the given rows in the given order (beam reorder, dropping finished rows). Rows
     /// must stay grouped by input: `rows[g*group..(g+1)*group]` all come from one input.
     pub fn select_rows(&mut self, rows: &[u32]) -> Res<()> {
-        let fused = self
-            .self_kv
-            .first()
-            .is_none_or(|c| c.k.device().is_cpu() && c.k.dtype() == candle_core::DType::F32);
+        let fused = self.self_kv.first().is_none_or(|c| fast_attention(&c.k));
         if rows.len() == self.rows && fused {
             // Beam reorder: the fused attention follows the ancestry, nothing is copied.
             self.ancestry.reorder(rows)?;
