@@ -165,9 +165,7 @@ mod tests {
         // Row 0 followed row 1 after step 0, then wrote its own steps 1 and 2.
         let keep = a.traced_rows(&[0]).unwrap();
         assert_eq!(keep, vec![&[1u32, 0, 0][..]]);
-        let keep: Vec<Vec<u32>> = keep.iter().map(|r| r.to_vec()).collect();
-        let refs: Vec<&[u32]> = keep.iter().map(|r| r.as_slice()).collect();
-        c.materialise(&refs).unwrap();
+        c.materialise(&keep).unwrap();
         let k = c.k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(k, vec![10.0, 1.0, 2.0, 0.0]);
     }

@@ -740,24 +740,13 @@ impl AttentionShape {
         let d = self.heads * self.hd;
         let mut out = vec![0f32; rows * d];
         out.par_chunks_mut(d).enumerate().for_each(|(r, out_row)| {
-            // Offset of step j's vector in head 0; head h adds h·cap·hd.
-            let row_start = |b: usize| b * self.heads * self.cap * self.hd;
-            let (steps, mask_row): (Vec<usize>, _) = match kv_rows {
-                KvRows::Grouped(group) => {
-                    let kv_row = r / group;
-                    let mask_row =
-                        mask.map(|m| &m[kv_row * self.cap..kv_row * self.cap + self.len]);
-                    let at = row_start(kv_row);
-                    ((0..self.len).map(|j| at + j * self.hd).collect(), mask_row)
+            let steps = self.step_offsets(kv_rows, r);
+            let mask_row = match (kv_rows, mask) {
+                (KvRows::Grouped(group), Some(m)) => {
+                    let at = (r / group) * self.cap;
+                    Some(&m[at..at + self.len])
                 }
-                KvRows::Traced(t) => (
-                    t[r][..self.len]
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &b)| row_start(b as usize) + j * self.hd)
-                        .collect(),
-                    None,
-                ),
+                _ => None,
             };
             let mut scores = vec![0f32; self.len];
             for h in 0..self.heads {
@@ -777,6 +766,20 @@ impl AttentionShape {
             }
         });
         out
+    }
+
+    /// Where query row `r` finds each cached step's vector, as offsets into head 0 (head `h`
+    /// adds h·cap·hd).
+    fn step_offsets(&self, kv_rows: KvRows, r: usize) -> Vec<usize> {
+        let at = |row: usize, j: usize| (row * self.heads * self.cap + j) * self.hd;
+        match kv_rows {
+            KvRows::Grouped(group) => (0..self.len).map(|j| at(r / group, j)).collect(),
+            KvRows::Traced(t) => t[r][..self.len]
+                .iter()
+                .enumerate()
+                .map(|(j, &row)| at(row as usize, j))
+                .collect(),
+        }
     }
 
     /// softmax(q·Kᵀ·scale + mask)·V for one row and head.
