@@ -407,3 +407,56 @@ fn language_detection() {
     assert_eq!(English.code(), "en");
     assert!(Mixed.needs_translation() && !English.needs_translation());
 }
+
+/// Tokens like a character-level tokenizer: one per char, plus an end-of-sequence token.
+fn chars_and_eos(s: &str) -> usize {
+    s.chars().count() + 1
+}
+
+#[test]
+fn a_letter_with_hundreds_of_marks_is_cut_between_code_points() {
+    // One grapheme cluster of 601 code points: over any budget as a whole.
+    let text = format!("ا{}", "\u{64B}".repeat(600));
+    let doc = segment(&text, 128, &chars_and_eos);
+    assert!(doc.segments.len() >= 5, "{}", doc.segments.len());
+    for s in &doc.segments {
+        assert_eq!(s.split, SplitKind::Hard);
+        assert!(
+            chars_and_eos(&s.text) <= 128,
+            "{} chars",
+            s.text.chars().count()
+        );
+    }
+    assert_eq!(texts(&doc).concat(), text);
+}
+
+/// Characters handed to the tokenizer while segmenting `text`, per character of `text`.
+fn tokenised_per_char(text: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> f64 {
+    let seen = std::cell::Cell::new(0usize);
+    let counting = |s: &str| {
+        seen.set(seen.get() + s.chars().count());
+        count(s)
+    };
+    let doc = segment(text, budget, &counting);
+    assert!(doc.segments.len() > 1);
+    seen.get() as f64 / text.chars().count() as f64
+}
+
+#[test]
+fn long_sentences_are_tokenised_a_bounded_number_of_times() {
+    // Re-counting a growing prefix for every packed unit is quadratic: hundreds of
+    // tokenisations per character here. Packing must stay within a small constant.
+    let words_only = "كلمة ".repeat(20_000);
+    let ratio = tokenised_per_char(&words_only, 500, &words);
+    assert!(ratio < 8.0, "words: {ratio:.1} tokenised chars per char");
+    let clauses = "كلمة أخرى هنا، ".repeat(5_000);
+    let ratio = tokenised_per_char(&clauses, 500, &words);
+    assert!(ratio < 8.0, "clauses: {ratio:.1} tokenised chars per char");
+    // No whitespace at all: cut between graphemes.
+    let one_word = "ب".repeat(30_000);
+    let ratio = tokenised_per_char(&one_word, 100, &|s: &str| s.chars().count() / 3 + 1);
+    assert!(
+        ratio < 32.0,
+        "one word: {ratio:.1} tokenised chars per char"
+    );
+}

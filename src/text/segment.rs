@@ -11,8 +11,9 @@
 //! - **Budget**: a sentence whose trimmed text counts more than `max_tokens`
 //!   is cut after `،` `؛` `,` `;` (clauses packed greedily); a piece still
 //!   over budget is cut at whitespace (words packed greedily); a word still
-//!   over budget is cut between grapheme clusters (`Hard`, at least one
-//!   cluster a piece, so only `Hard` pieces may exceed the budget).
+//!   over budget is cut between grapheme clusters, and a cluster still over
+//!   budget between code points, never next to a ZWJ (`Hard`; only a `Hard`
+//!   piece that cannot be cut so may exceed the budget).
 //! - **Tiling**: each segment's span runs from its first non-whitespace char
 //!   to the next segment's first non-whitespace char, so separators (spaces,
 //!   line breaks, blank lines) belong to the segment before them, and any
@@ -20,6 +21,7 @@
 //!   spans gives the text back; no segment has empty `text`. Text with no
 //!   non-whitespace char gives an empty document (nothing to tile).
 
+use super::chars::ZWJ;
 use super::sentence::sentences;
 use std::ops::Range;
 use unicode_segmentation::UnicodeSegmentation;
@@ -34,7 +36,8 @@ pub enum SplitKind {
     AtClause,
     /// Cut at whitespace because a clause was over budget.
     AtWhitespace,
-    /// Cut inside a word; may still exceed the budget (one grapheme a piece).
+    /// Cut inside a word (between graphemes, or code points as a last resort); a piece of
+    /// one code point may still exceed the budget.
     Hard,
 }
 
@@ -85,6 +88,7 @@ pub fn segment(text: &str, max_tokens: usize, count_tokens: &dyn Fn(&str) -> usi
         chars: &chars,
         max_tokens,
         count_tokens,
+        overhead: count_tokens(""),
     };
     let mut pieces = Vec::new();
     for (paragraph, line) in content_lines(&chars).into_iter().enumerate() {
@@ -148,16 +152,27 @@ fn build_document(chars: &[char], pieces: Vec<Piece>) -> Document {
 }
 
 /// The token budget and the recursive splitting of over-long sentences.
+///
+/// Every char is tokenised a bounded number of times: each unit (clause, word) is counted
+/// once, packed pieces are estimated from those counts and checked once, and searches for
+/// the longest fitting prefix gallop (1, 2, 4, … units) before they bisect. Re-counting a
+/// growing prefix for every unit would be quadratic in the sentence length.
 struct Budget<'a> {
     chars: &'a [char],
     max_tokens: usize,
     count_tokens: &'a dyn Fn(&str) -> usize,
+    /// Tokens the tokenizer adds to every input (`</s>`, `<s>`): counted once per piece.
+    overhead: usize,
 }
 
 impl Budget<'_> {
-    fn fits(&self, r: &Range<usize>) -> bool {
+    fn count(&self, r: &Range<usize>) -> usize {
         let s: String = self.chars[r.clone()].iter().collect();
-        (self.count_tokens)(&s) <= self.max_tokens
+        (self.count_tokens)(&s)
+    }
+
+    fn fits(&self, r: &Range<usize>) -> bool {
+        self.count(r) <= self.max_tokens
     }
 
     fn split(&self, sentence: Range<usize>, paragraph: usize, out: &mut Vec<Piece>) {
@@ -171,23 +186,19 @@ impl Budget<'_> {
         }
         let clauses = self.units(&sentence, is_clause_cut);
         if clauses.len() > 1 {
-            for piece in self.pack(&clauses) {
-                self.split_clause(piece, paragraph, out);
+            for (piece, fits) in self.pack(&clauses) {
+                if fits {
+                    out.push(Piece {
+                        paragraph,
+                        range: piece,
+                        split: SplitKind::AtClause,
+                    });
+                } else {
+                    self.split_words(piece, paragraph, out);
+                }
             }
         } else {
             self.split_words(sentence, paragraph, out);
-        }
-    }
-
-    fn split_clause(&self, r: Range<usize>, paragraph: usize, out: &mut Vec<Piece>) {
-        if self.fits(&r) {
-            out.push(Piece {
-                paragraph,
-                range: r,
-                split: SplitKind::AtClause,
-            });
-        } else {
-            self.split_words(r, paragraph, out);
         }
     }
 
@@ -195,8 +206,8 @@ impl Budget<'_> {
         let words = self.units(&r, |chars, i| {
             chars.get(i).is_some_and(|c| c.is_whitespace())
         });
-        for piece in self.pack(&words) {
-            if self.fits(&piece) {
+        for (piece, fits) in self.pack(&words) {
+            if fits {
                 out.push(Piece {
                     paragraph,
                     range: piece,
@@ -208,27 +219,78 @@ impl Budget<'_> {
         }
     }
 
-    /// Greedy by grapheme clusters (a letter keeps its diacritics, an emoji
-    /// sequence stays whole); every piece has at least one cluster, so this
-    /// ends even when a single cluster is over budget.
+    /// Greedy by grapheme clusters (a letter keeps its diacritics, an emoji sequence stays
+    /// whole). A single cluster over budget (a letter carrying hundreds of combining marks)
+    /// is cut between code points, the only cut left (never next to a ZWJ); only a piece
+    /// that cannot be cut so may still exceed the budget.
     fn split_hard(&self, r: Range<usize>, paragraph: usize, out: &mut Vec<Piece>) {
-        let bounds = grapheme_ends(&self.chars[r.clone()], r.start);
+        let ends = grapheme_ends(&self.chars[r.clone()], r.start);
         let mut start = r.start;
         let mut k = 0;
-        while k < bounds.len() {
-            let mut end = bounds[k];
-            k += 1;
-            while k < bounds.len() && self.fits(&(start..bounds[k])) {
-                end = bounds[k];
+        while k < ends.len() {
+            if self.fits(&(start..ends[k])) {
+                k += self.take_fitting(start, &ends[k..]);
+                out.push(Piece {
+                    paragraph,
+                    range: start..ends[k - 1],
+                    split: SplitKind::Hard,
+                });
+            } else {
+                // Never next to a ZWJ: whether one is kept depends on its neighbours.
+                let code_points: Vec<usize> = (start + 1..=ends[k])
+                    .filter(|&p| p == ends[k] || (self.chars[p - 1] != ZWJ && self.chars[p] != ZWJ))
+                    .collect();
+                self.split_code_points(start, &code_points, paragraph, out);
                 k += 1;
             }
+            start = ends[k - 1];
+        }
+    }
+
+    fn split_code_points(
+        &self,
+        mut start: usize,
+        ends: &[usize],
+        paragraph: usize,
+        out: &mut Vec<Piece>,
+    ) {
+        let mut k = 0;
+        while k < ends.len() {
+            k += self.take_fitting(start, &ends[k..]);
             out.push(Piece {
                 paragraph,
-                range: start..end,
+                range: start..ends[k - 1],
                 split: SplitKind::Hard,
             });
-            start = end;
+            start = ends[k - 1];
         }
+    }
+
+    /// How many of `ends` (ascending offsets past `start`) to take so that `start..end`
+    /// fits: the longest such prefix found by galloping then bisecting, and at least one.
+    fn take_fitting(&self, start: usize, ends: &[usize]) -> usize {
+        let fits = |n: usize| self.fits(&(start..ends[n - 1]));
+        let (mut good, mut step) = (1, 1);
+        let mut bad = loop {
+            let probe = good + step;
+            if probe > ends.len() {
+                break ends.len() + 1;
+            }
+            if !fits(probe) {
+                break probe;
+            }
+            good = probe;
+            step *= 2;
+        };
+        while bad - good > 1 {
+            let mid = (good + bad) / 2;
+            if fits(mid) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        good
     }
 
     /// Cuts `r` after every position `i` where `cut(chars, i)` holds, and
@@ -246,21 +308,39 @@ impl Budget<'_> {
         units
     }
 
-    /// Greedily merges consecutive units while the merged range fits.
-    fn pack(&self, units: &[Range<usize>]) -> Vec<Range<usize>> {
-        let mut out: Vec<Range<usize>> = Vec::new();
-        let mut current: Option<Range<usize>> = None;
-        for u in units {
-            current = match current {
-                Some(c) if self.fits(&(c.start..u.end)) => Some(c.start..u.end),
-                Some(c) => {
-                    out.push(c);
-                    Some(u.clone())
-                }
-                None => Some(u.clone()),
-            };
+    /// Greedily merges consecutive units while the merge fits; each piece comes with
+    /// whether it fits (a lone unit may not). Merges are estimated from the units' own
+    /// counts and then checked, so each char is tokenised a bounded number of times.
+    fn pack(&self, units: &[Range<usize>]) -> Vec<(Range<usize>, bool)> {
+        let content: Vec<usize> = units
+            .iter()
+            .map(|u| self.count(u).saturating_sub(self.overhead))
+            .collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < units.len() {
+            let mut j = i + 1;
+            let mut tokens = self.overhead + content[i];
+            while j < units.len() && tokens + content[j] <= self.max_tokens {
+                tokens += content[j];
+                j += 1;
+            }
+            let range = units[i].start..units[j - 1].end;
+            if j - i == 1 {
+                out.push((range, tokens <= self.max_tokens));
+            } else if self.fits(&range) {
+                out.push((range, true));
+            } else {
+                // Tokens merged differently across a boundary: search the merge exactly.
+                let ends: Vec<usize> = units[i..j].iter().map(|u| u.end).collect();
+                let n = self.take_fitting(units[i].start, &ends);
+                let range = units[i].start..ends[n - 1];
+                let fits = n > 1 || self.fits(&range);
+                out.push((range, fits));
+                j = i + n;
+            }
+            i = j;
         }
-        out.extend(current);
         out
     }
 }
