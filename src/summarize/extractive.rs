@@ -8,6 +8,11 @@ use super::stopwords::is_stopword;
 /// Sentence cap used when a budget sets neither limit.
 pub const DEFAULT_MAX_SENTENCES: usize = 3;
 
+/// Sentences ranked at most: the first ones of the text. TextRank is quadratic in the
+/// sentence count (an n × n similarity matrix, n² work per iteration), and news puts what
+/// matters first; without a cap one 100 kB request of short lines costs gigabytes.
+pub const MAX_RANKED_SENTENCES: usize = 256;
+
 const DAMPING: f64 = 0.85;
 const MAX_ITERATIONS: usize = 200;
 const TOLERANCE: f64 = 1e-6;
@@ -32,6 +37,9 @@ pub struct ExtractiveSummary {
 
 /// Summarises English `text` by extracting its most central sentences.
 ///
+/// Only the first [`MAX_RANKED_SENTENCES`] sentences are candidates, so memory and time are
+/// bounded whatever the input (linear in its length, plus a fixed quadratic part).
+///
 /// Ranking: each sentence becomes a TF-IDF vector (lowercased alphanumeric
 /// tokens of 2+ chars, stop words removed, `tf` = raw count,
 /// `idf = ln((1 + n) / (1 + df)) + 1`). Edges are cosine similarities; the
@@ -47,7 +55,8 @@ pub struct ExtractiveSummary {
 /// `max_words` at all, the single best sentence is returned whole, exceeding
 /// the word budget rather than truncating or returning nothing.
 pub fn extractive(text: &str, budget: &SummaryBudget) -> ExtractiveSummary {
-    let sentences = split_sentences(text);
+    let mut sentences = split_sentences(text);
+    sentences.truncate(MAX_RANKED_SENTENCES);
     if sentences.is_empty() {
         return ExtractiveSummary::default();
     }

@@ -9,5 +9,7 @@ mod extractive;
 mod split;
 mod stopwords;
 
-pub use extractive::{extractive, ExtractiveSummary, SummaryBudget, DEFAULT_MAX_SENTENCES};
+pub use extractive::{
+    extractive, ExtractiveSummary, SummaryBudget, DEFAULT_MAX_SENTENCES, MAX_RANKED_SENTENCES,
+};
 pub use split::split_sentences;
