@@ -10,8 +10,12 @@ use crate::scheduler::SchedulerConfig;
 /// Pinned so that every replica serves the same weights (this revision has model.safetensors).
 pub const DEFAULT_TRANSLATION_MODEL: &str =
     "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
-/// The hub's safetensors conversion of distilbart-cnn-12-6.
+/// The hub's safetensors conversion of distilbart-cnn-12-6. A pull-request ref can move, and
+/// only its commit's prefix is known here (no hub access from our machines), so startup
+/// checks the commit it resolves to against [`DEFAULT_SUMMARIZATION_COMMIT`].
 pub const DEFAULT_SUMMARIZATION_MODEL: &str = "sshleifer/distilbart-cnn-12-6@refs/pr/13";
+/// The commit (prefix) `refs/pr/13` pointed to when the default was chosen.
+pub const DEFAULT_SUMMARIZATION_COMMIT: &str = "7535a1ac";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,6 +98,32 @@ pub struct ServeArgs {
     pub shutdown_timeout_secs: u64,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// HTTP/2 limits of the gRPC port.
+#[derive(Args, Debug, Clone)]
+pub struct TransportArgs {
+    /// Most calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// a client opens more by opening more connections.
+    #[arg(long, env = "TARJAMA_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    pub max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 pings on a connection (and TCP keepalive probes), so that a
+    /// peer that vanished is found and its calls cancelled; 0 = off.
+    #[arg(
+        long,
+        env = "TARJAMA_HTTP2_KEEPALIVE_INTERVAL_SECS",
+        default_value_t = 30
+    )]
+    pub http2_keepalive_interval_secs: u64,
+    /// Seconds a ping may go unanswered before the connection is closed.
+    #[arg(
+        long,
+        env = "TARJAMA_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub http2_keepalive_timeout_secs: u64,
 }
 
 /// Encryption and authentication of the gRPC port.
@@ -128,6 +158,14 @@ pub struct EngineArgs {
     /// Most sentences one request puts into a batch while other requests wait (fairness).
     #[arg(long, env = "TARJAMA_MAX_SHARE_PER_REQUEST", default_value_t = 8)]
     pub max_share_per_request: usize,
+    /// Budget of one call (source tokens × beams; a stream's texts in flight together): a
+    /// call over it is refused at once with INVALID_ARGUMENT. At most --max-queued-tokens.
+    #[arg(long, env = "TARJAMA_MAX_REQUEST_TOKENS", default_value_t = 65_536)]
+    pub max_request_tokens: usize,
+    /// Worst-case memory of one batch in MiB (encoder states, attention caches and logits
+    /// at the longest generation allowed); batches are cut to fit.
+    #[arg(long, env = "TARJAMA_MAX_BATCH_MEMORY_MB", default_value_t = 2048)]
+    pub max_batch_memory_mb: usize,
 }
 
 impl EngineArgs {
@@ -137,6 +175,10 @@ impl EngineArgs {
             max_batch_size: self.max_batch_size.max(1),
             max_queued_tokens: self.max_queued_tokens.max(1),
             max_share_per_request: self.max_share_per_request.max(1),
+            max_request_tokens: self
+                .max_request_tokens
+                .clamp(1, self.max_queued_tokens.max(1)),
+            max_batch_bytes: self.max_batch_memory_mb.max(1).saturating_mul(1 << 20),
         }
     }
 }
@@ -152,6 +194,14 @@ pub struct LimitArgs {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "TARJAMA_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Largest response, in bytes: a call whose response could be larger (every sentence
+    /// generating its maximum of tokens) is refused before any work, with INVALID_ARGUMENT.
+    #[arg(long, env = "TARJAMA_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+    /// Deadline of a call whose client sets none (of each text, in TranslateStream), in
+    /// seconds; 0 = none.
+    #[arg(long, env = "TARJAMA_DEFAULT_TIMEOUT_SECS", default_value_t = 300)]
+    pub default_timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -79,12 +79,15 @@ fn init_logging(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let listeners = server::Listeners::bind(&args).await?;
         server::run(args, listeners, server::shutdown_signal())
             .await
             .context("the server stopped with an error")
-    })
+    });
+    // Blocking jobs still running (their calls are over) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn read_text(arg: Option<String>) -> Result<String> {

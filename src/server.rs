@@ -53,6 +53,12 @@ pub enum StartupError {
     ApiKeys(#[from] ApiKeysError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    #[error("{spec} now resolves to commit {got}, not {expected}…, the commit it was chosen at: pass --summarization-model OWNER/NAME@COMMIT to choose a revision")]
+    MovedRevision {
+        spec: String,
+        expected: &'static str,
+        got: String,
+    },
 }
 
 /// The sockets a server answers on, bound before it starts (tests bind port 0).
@@ -133,17 +139,20 @@ fn publish_model_info(info: &ModelInfo) {
     .set(1.0);
 }
 
-/// Resolves, loads and starts the translation model named by `spec`.
+/// Resolves, loads and starts the translation model named by `spec`; calls whose response
+/// could exceed `max_response_bytes` are refused.
 pub fn start_translator(
     spec: &str,
     hub_args: &HubArgs,
     scheduler: SchedulerConfig,
+    max_response_bytes: usize,
 ) -> Result<Translator, StartupError> {
     let resolved = resolve_model(spec, hub_args)?;
     let (model, tokenizer) = load_model(&resolved)?;
     let info = model_info(&resolved, &model, Task::Translation);
     publish_model_info(&info);
-    Ok(Translator::start(model, tokenizer, info, scheduler)?)
+    let translator = Translator::start(model, tokenizer, info, scheduler)?;
+    Ok(translator.with_max_response_bytes(max_response_bytes))
 }
 
 /// Resolves, loads and starts the summarization model named by `spec` (`none`: no model).
@@ -156,16 +165,41 @@ pub fn start_summarizer(
         return Ok(None);
     }
     let resolved = resolve_model(spec, hub_args)?;
+    check_default_summarizer_commit(spec, &resolved)?;
     let (model, tokenizer) = load_model(&resolved)?;
     let info = model_info(&resolved, &model, Task::Summarization);
     publish_model_info(&info);
     Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
 }
 
+/// The default summarizer is a pull-request ref: serve it only at the commit it was chosen
+/// at, so that every replica serves the same weights.
+fn check_default_summarizer_commit(
+    spec: &str,
+    resolved: &ResolvedModel,
+) -> Result<(), StartupError> {
+    use crate::config::{DEFAULT_SUMMARIZATION_COMMIT, DEFAULT_SUMMARIZATION_MODEL};
+    if spec != DEFAULT_SUMMARIZATION_MODEL
+        || resolved.revision.starts_with(DEFAULT_SUMMARIZATION_COMMIT)
+    {
+        return Ok(());
+    }
+    Err(StartupError::MovedRevision {
+        spec: spec.to_string(),
+        expected: DEFAULT_SUMMARIZATION_COMMIT,
+        got: resolved.revision.clone(),
+    })
+}
+
 /// Both models of `args`.
 pub fn start_engines(args: &ServeArgs) -> Result<Engines, StartupError> {
     let scheduler = args.engine.scheduler_config();
-    let translator = start_translator(&args.translation_model, &args.hub, scheduler.clone())?;
+    let translator = start_translator(
+        &args.translation_model,
+        &args.hub,
+        scheduler.clone(),
+        args.limits.max_response_bytes,
+    )?;
     let summarizer = start_summarizer(&args.summarization_model, &args.hub, scheduler)?;
     Ok(Engines {
         translator: Arc::new(translator),
@@ -264,9 +298,16 @@ impl SideServers {
     }
 }
 
-/// The gRPC server builder: connection age, and TLS when a certificate is configured.
+/// The gRPC server builder: streams per connection, keepalive (a peer that vanished is
+/// found and its calls cancelled), connection age, and TLS when a certificate is configured.
 fn grpc_builder(args: &ServeArgs) -> Result<tonic::transport::Server, StartupError> {
-    let mut builder = tonic::transport::Server::builder();
+    let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+    let transport = &args.transport;
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(transport.max_concurrent_streams))
+        .http2_keepalive_interval(secs(transport.http2_keepalive_interval_secs))
+        .http2_keepalive_timeout(secs(transport.http2_keepalive_timeout_secs))
+        .tcp_keepalive(secs(transport.http2_keepalive_interval_secs));
     if args.max_connection_age_secs > 0 {
         builder = builder
             .max_connection_age(std::time::Duration::from_secs(args.max_connection_age_secs));
@@ -312,7 +353,7 @@ async fn serve_grpc<H: Health>(
         (reflection().build_v1()?, reflection().build_v1alpha()?);
     let translator_service = TranslatorServer::new(TranslatorService::new(state.clone()))
         .max_decoding_message_size(args.limits.max_message_bytes)
-        .max_encoding_message_size(args.limits.max_message_bytes);
+        .max_encoding_message_size(args.limits.max_response_bytes);
     let translator_service = Authenticated::new(translator_service, api_keys);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let addr = listener.local_addr().ok();
@@ -354,8 +395,9 @@ async fn serve_grpc<H: Health>(
     let engines = state.take_engines();
     let _ = stop_tx.send(());
     let grace = std::time::Duration::from_secs(args.shutdown_timeout_secs);
-    finish_in_flight(server, grace).await?;
-    if let Some(engines) = engines {
+    let finished = finish_in_flight(server, grace, &state, engines.as_deref()).await?;
+    if let (Some(engines), true) = (engines, finished) {
+        // Nothing is queued any more; this only joins the idle inference threads.
         tokio::task::spawn_blocking(move || {
             engines.translator.shutdown();
             if let Some(s) = &engines.summarizer {
@@ -368,23 +410,42 @@ async fn serve_grpc<H: Health>(
     Ok(())
 }
 
-/// Waits for the calls in flight, at most `grace`; then drops the connections still open.
+/// After the grace period, calls get this long to deliver their UNAVAILABLE before their
+/// connections are dropped.
+const ABORT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for the calls in flight, at most `grace`. Then every call still running ends with
+/// UNAVAILABLE, queued and running inference is dropped, and the connections still open
+/// are closed. Returns whether everything finished within the grace period.
 async fn finish_in_flight(
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     grace: std::time::Duration,
-) -> Result<(), StartupError> {
-    let abort = server.abort_handle();
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => Ok(joined??),
-        Err(_) => {
-            tracing::warn!(
-                secs = grace.as_secs(),
-                "calls still running after the shutdown timeout; closing their connections"
-            );
-            abort.abort();
-            Ok(())
+    state: &AppState,
+    engines: Option<&Engines>,
+) -> Result<bool, StartupError> {
+    if let Ok(joined) = tokio::time::timeout(grace, &mut server).await {
+        joined??;
+        return Ok(true);
+    }
+    tracing::warn!(
+        secs = grace.as_secs(),
+        "calls still running after the shutdown timeout; ending them with UNAVAILABLE"
+    );
+    state.abort_calls();
+    if let Some(engines) = engines {
+        engines.translator.abort();
+        if let Some(s) = &engines.summarizer {
+            s.abort();
         }
     }
+    if tokio::time::timeout(ABORT_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open; closing them");
+        server.abort();
+    }
+    Ok(false)
 }
 
 async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tarjama::scheduler::{
-    Backend, GenOptions, Generation, Scheduler, SchedulerConfig, SchedulerError,
+    Backend, BackendError, GenOptions, Generation, ModelLimits, Scheduler, SchedulerConfig,
+    SchedulerError,
 };
 
 /// Answers each row with its ids reversed; "decodes" in `steps` steps of `step` each,
@@ -18,9 +19,12 @@ struct TestBackend {
     computed: Arc<Mutex<Vec<Vec<u32>>>>,
     batch_sizes: Arc<Mutex<Vec<usize>>>,
     started: Arc<AtomicUsize>,
+    limits: ModelLimits,
 }
 
 const PANIC_TOKEN: u32 = 999_999;
+/// A token the "model" refuses, as the real one refuses an over-long input.
+const REFUSED_TOKEN: u32 = 888_888;
 
 impl TestBackend {
     fn new(step: Duration, steps: usize) -> Self {
@@ -30,6 +34,7 @@ impl TestBackend {
             computed: Default::default(),
             batch_sizes: Default::default(),
             started: Default::default(),
+            limits: ModelLimits::unbounded(),
         }
     }
 }
@@ -50,17 +55,23 @@ impl Backend for TestBackend {
         inputs: &[Vec<u32>],
         _options: &GenOptions,
         cancelled: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Option<Generation>>, String> {
+    ) -> Result<Vec<Option<Generation>>, BackendError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         self.batch_sizes.lock().unwrap().push(inputs.len());
         if inputs.iter().any(|i| i.contains(&PANIC_TOKEN)) {
             panic!("injected failure");
+        }
+        if inputs.iter().any(|i| i.contains(&REFUSED_TOKEN)) {
+            return Err(BackendError::Input("refused token".into()));
         }
         let mut alive: Vec<bool> = vec![true; inputs.len()];
         for _ in 0..self.steps {
             std::thread::sleep(self.step);
             for (row, a) in alive.iter_mut().enumerate() {
                 *a = *a && !cancelled(row);
+            }
+            if !alive.contains(&true) {
+                break;
             }
         }
         Ok(inputs
@@ -73,6 +84,10 @@ impl Backend for TestBackend {
                 })
             })
             .collect())
+    }
+
+    fn limits(&self) -> ModelLimits {
+        self.limits.clone()
     }
 }
 
@@ -92,6 +107,8 @@ fn config() -> SchedulerConfig {
         max_batch_size: 8,
         max_queued_tokens: 100_000,
         max_share_per_request: 2,
+        max_request_tokens: 100_000,
+        ..SchedulerConfig::default()
     }
 }
 
@@ -302,4 +319,168 @@ async fn a_failed_request_stops_costing_compute() {
         0
     );
     assert_eq!(scheduler.queued_tokens(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_per_request_budget_is_refused_for_good() {
+    let backend = TestBackend::new(Duration::from_millis(1), 1);
+    let cfg = SchedulerConfig {
+        max_queued_tokens: 1000,
+        max_request_tokens: 100,
+        ..config()
+    };
+    let scheduler = Scheduler::start(backend.clone(), cfg, "t").unwrap();
+    // With the queue empty, as when it is full: never admitted, and not as "busy".
+    let err = scheduler
+        .submit(vec![vec![1; 30]; 4], greedy(), None)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        SchedulerError::RequestTooLarge {
+            cost: 120,
+            limit: 100
+        }
+    );
+    let beams = GenOptions {
+        num_beams: Some(4),
+        ..Default::default()
+    };
+    let err = scheduler
+        .submit(vec![vec![1; 30]], beams, None)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        SchedulerError::RequestTooLarge {
+            cost: 120,
+            limit: 100
+        }
+    );
+    assert_eq!(scheduler.queued_tokens(), 0);
+    // Requests within the budget always fit an empty queue.
+    let ok = scheduler
+        .submit(vec![vec![1; 25]; 4], greedy(), None)
+        .unwrap();
+    assert_eq!(ok.collect().await.unwrap().len(), 4);
+    assert_eq!(backend.started.load(Ordering::SeqCst), 1);
+    scheduler.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_the_model_cannot_take_is_refused_before_queueing() {
+    let mut backend = TestBackend::new(Duration::from_millis(1), 1);
+    backend.limits = ModelLimits {
+        max_input_tokens: 10,
+        vocab_size: 5000,
+        ..ModelLimits::unbounded()
+    };
+    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let err = scheduler
+        .submit(vec![vec![1; 5], vec![2; 11]], greedy(), None)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SchedulerError::InvalidInput { index: 1, ref reason } if reason.contains("11 tokens")),
+        "{err:?}"
+    );
+    let err = scheduler
+        .submit(vec![vec![5000]], greedy(), None)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SchedulerError::InvalidInput { index: 0, .. }),
+        "{err:?}"
+    );
+    assert_eq!(backend.started.load(Ordering::SeqCst), 0);
+    scheduler.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_error_in_a_batch_fails_only_its_row() {
+    let backend = TestBackend::new(Duration::from_millis(1), 1);
+    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    // Both requests share a batch; the model refuses one row of the first.
+    let mut bad = sentences(1, 2);
+    bad.push(vec![REFUSED_TOKEN]);
+    let gate = scheduler.submit(vec![vec![7; 3]], greedy(), None).unwrap();
+    let bad = scheduler.submit(bad, greedy(), None).unwrap();
+    let good = scheduler.submit(sentences(2, 3), greedy(), None).unwrap();
+    let good_inputs = sentences(2, 3);
+    let good = good.collect().await.unwrap();
+    for (out, ids) in good.iter().zip(&good_inputs) {
+        assert_eq!(out.generation, expected(ids));
+    }
+    let err = bad.collect().await.unwrap_err();
+    assert!(
+        matches!(err, SchedulerError::InvalidInput { index: 2, .. }),
+        "{err:?}"
+    );
+    gate.collect().await.unwrap();
+    scheduler.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_to_their_worst_case_memory() {
+    let mut backend = TestBackend::new(Duration::from_millis(1), 1);
+    // A row of n source tokens generating up to 100 steps costs (n + 100) × 1000 bytes.
+    backend.limits = ModelLimits {
+        default_max_new_tokens: 100,
+        beam_bytes_per_source_token: 1000,
+        beam_bytes_per_step: 1000,
+        ..ModelLimits::unbounded()
+    };
+    let cfg = SchedulerConfig {
+        max_batch_bytes: 3 * 110_000,
+        ..config()
+    };
+    let scheduler = Scheduler::start(backend.clone(), cfg, "t").unwrap();
+    let out = scheduler
+        .submit(vec![vec![1; 10]; 8], greedy(), None)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 8);
+    assert_eq!(*backend.batch_sizes.lock().unwrap(), vec![3, 3, 2]);
+    // Fewer steps allowed: more rows fit.
+    backend.batch_sizes.lock().unwrap().clear();
+    let short = GenOptions {
+        num_beams: Some(1),
+        max_new_tokens: Some(45),
+        ..Default::default()
+    };
+    scheduler
+        .submit(vec![vec![1; 10]; 8], short, None)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(*backend.batch_sizes.lock().unwrap(), vec![6, 2]);
+    scheduler.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_queued_and_running_work_at_once() {
+    let backend = TestBackend::new(Duration::from_millis(20), 1000);
+    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let running = scheduler.submit(sentences(1, 2), greedy(), None).unwrap();
+    let queued = scheduler.submit(sentences(2, 20), greedy(), None).unwrap();
+    while backend.started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    scheduler.abort();
+    // The running batch (20 s of steps) leaves at its next step; nothing else runs.
+    let errs = (
+        running.collect().await.unwrap_err(),
+        queued.collect().await.unwrap_err(),
+    );
+    assert_eq!(errs.1, SchedulerError::ShuttingDown);
+    assert_eq!(errs.0, SchedulerError::ShuttingDown);
+    assert_eq!(
+        scheduler.submit(sentences(3, 1), greedy(), None).err(),
+        Some(SchedulerError::ShuttingDown)
+    );
+    scheduler.shutdown();
+    assert_eq!(backend.started.load(Ordering::SeqCst), 1);
 }

@@ -91,4 +91,45 @@ async fn serve_downloads_a_pinned_revision_once_then_starts_from_the_cache() {
         err.contains(REPO) && err.contains(SHA) && err.contains("local folder"),
         "{err}"
     );
+
+    default_summarizer_is_served_only_at_its_commit().await;
+}
+
+/// The default summarizer is a movable pull-request ref: served when it resolves to the
+/// commit it was chosen at, refused (with the commit it moved to) otherwise.
+async fn default_summarizer_is_served_only_at_its_commit() {
+    const BART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bart-summarizer");
+    let (repo, revision) = tarjama::config::DEFAULT_SUMMARIZATION_MODEL
+        .split_once('@')
+        .unwrap();
+    let chosen = format!("{}{}", tarjama::config::DEFAULT_SUMMARIZATION_COMMIT, "0".repeat(32));
+    let moved = "1".repeat(40);
+    for (sha, served) in [(chosen.as_str(), true), (moved.as_str(), false)] {
+        let hub = StandinHub::start(vec![(repo, revision, sha, BART)]);
+        std::env::set_var("HF_ENDPOINT", hub.endpoint());
+        let cache = tempfile::tempdir().unwrap();
+        let cache_dir = cache.path().to_str().unwrap().to_string();
+        let args = serve_args(&[
+            "--summarization-model",
+            tarjama::config::DEFAULT_SUMMARIZATION_MODEL,
+            "--cache-dir",
+            &cache_dir,
+        ]);
+        let server = start_with(args, None).await;
+        if served {
+            common::server::wait_serving(&server).await;
+            let models = server
+                .client()
+                .await
+                .list_models(ListModelsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(models.models[1].revision, sha);
+            server.stop().await;
+        } else {
+            let err = server.ended().await.unwrap_err().to_string();
+            assert!(err.contains(&moved) && err.contains("7535a1ac"), "{err}");
+        }
+    }
 }

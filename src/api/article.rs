@@ -6,35 +6,71 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::context::UsageParts;
+use super::context::UsageTotals;
 use super::convert;
 use super::state::Engines;
+use super::status::field_status;
 use super::validate::ArticleJob;
-use crate::pipeline::{summarize_english, TranslatedParagraph, TranslatedText, Translator};
+use crate::pipeline::{
+    summarize_english, PreparedText, TranslatedParagraph, TranslatedText, Translator,
+};
 use crate::proto::{self, article_event::Event};
 
 /// Paragraphs buffered between the translation and a slow client.
 const PARAGRAPH_BUFFER: usize = 16;
 
-/// Translates `text` unless it is blank (an article may have no title).
-async fn translate_part(
+/// Title and body prepared (a blank part is `None`), the article's cost admitted as a
+/// whole before either is queued.
+struct PreparedArticle {
+    title: Option<PreparedText>,
+    body: Option<PreparedText>,
+}
+
+async fn prepare_part(
     translator: &Translator,
+    field: &str,
     text: &str,
+    job: &ArticleJob,
+) -> Result<Option<PreparedText>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let prepared = translator
+        .prepare(text.to_string(), job.language)
+        .await
+        .map_err(|e| field_status(field, e))?;
+    Ok(Some(prepared))
+}
+
+async fn prepare(translator: &Translator, job: &ArticleJob) -> Result<PreparedArticle, Status> {
+    let (title, body) = tokio::try_join!(
+        prepare_part(translator, "title", &job.title, job),
+        prepare_part(translator, "body", &job.body, job),
+    )?;
+    let cost = [&title, &body]
+        .into_iter()
+        .flatten()
+        .map(|p| translator.cost(p, &job.options))
+        .fold(Default::default(), |a, b| a + b);
+    translator
+        .admit(cost)
+        .map_err(|e| field_status("body", e))?;
+    Ok(PreparedArticle { title, body })
+}
+
+/// Translates a prepared part (none when it was blank).
+async fn run_part(
+    translator: &Translator,
+    part: Option<PreparedText>,
     job: &ArticleJob,
     deadline: Option<Instant>,
     progress: Option<&mpsc::Sender<TranslatedParagraph>>,
 ) -> Result<Option<TranslatedText>, Status> {
-    if text.trim().is_empty() {
+    let Some(part) = part else {
         return Ok(None);
-    }
+    };
     let done = translator
-        .translate_with_progress(
-            text.to_string(),
-            job.language,
-            &job.options,
-            deadline,
-            progress,
-        )
+        .run(part, &job.options, deadline, progress)
         .await?;
     Ok(Some(done))
 }
@@ -45,9 +81,10 @@ pub async fn process(
     deadline: Option<Instant>,
 ) -> Result<proto::ArticleResponse, Status> {
     let translator = &engines.translator;
+    let parts = prepare(translator, &job).await?;
     let (title, body) = tokio::try_join!(
-        translate_part(translator, &job.title, &job, deadline, None),
-        translate_part(translator, &job.body, &job, deadline, None),
+        run_part(translator, parts.title, &job, deadline, None),
+        run_part(translator, parts.body, &job, deadline, None),
     )?;
     let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
     let mut response = response(translator, &job, title, body);
@@ -106,16 +143,17 @@ pub async fn stream(
     job: ArticleJob,
     deadline: Option<Instant>,
     tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
-) -> Result<Vec<UsageParts>, Status> {
+) -> Result<UsageTotals, Status> {
     let translator = &engines.translator;
+    let parts = prepare(translator, &job).await?;
     let (paragraph_tx, mut paragraphs) = mpsc::channel(PARAGRAPH_BUFFER);
     let body = async {
-        let done = translate_part(translator, &job.body, &job, deadline, Some(&paragraph_tx)).await;
+        let done = run_part(translator, parts.body, &job, deadline, Some(&paragraph_tx)).await;
         drop(paragraph_tx);
         done
     };
     let forward = async {
-        let title = translate_part(translator, &job.title, &job, deadline, None).await?;
+        let title = run_part(translator, parts.title, &job, deadline, None).await?;
         let event = Event::Title(proto::ArticleTitle {
             id: job.id.clone(),
             text: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
@@ -155,7 +193,7 @@ pub async fn stream(
         model_revision: info.revision.clone(),
     });
     send(tx, done).await?;
-    Ok(vec![(usage, timings)])
+    Ok(UsageTotals::of([(usage, timings)]))
 }
 
 async fn send(

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tonic::server::NamedService;
 use tonic::Status;
 
@@ -25,10 +27,15 @@ pub enum ApiKeysError {
     Empty(String),
 }
 
-/// The accepted keys.
+/// The accepted keys, as SHA-256 digests: comparing fixed-size digests in constant time
+/// says nothing about a key's bytes or its length.
 #[derive(Clone)]
 pub struct ApiKeys {
-    keys: Arc<Vec<Vec<u8>>>,
+    keys: Arc<Vec<[u8; 32]>>,
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
 }
 
 impl ApiKeys {
@@ -38,11 +45,11 @@ impl ApiKeys {
             path: path.display().to_string(),
             source,
         })?;
-        let keys: Vec<Vec<u8>> = text
+        let keys: Vec<[u8; 32]> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| l.as_bytes().to_vec())
+            .map(|l| digest(l.as_bytes()))
             .collect();
         if keys.is_empty() {
             return Err(ApiKeysError::Empty(path.display().to_string()));
@@ -68,24 +75,20 @@ impl ApiKeys {
             .ok_or_else(|| {
                 Status::unauthenticated("malformed authorization: expected `Bearer <key>`")
             })?;
-        // Every key is compared in full, so timing says nothing about which bytes matched.
+        // Every key is compared in full, so timing says nothing about which one matched.
+        let presented = digest(presented);
         let matched = self
             .keys
             .iter()
-            .fold(false, |found, key| found | constant_time_eq(key, presented));
-        if matched {
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.ct_eq(&presented)
+            });
+        if bool::from(matched) {
             Ok(())
         } else {
             Err(Status::unauthenticated("invalid API key"))
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `inner` behind an API-key check (or open when `keys` is `None`).
@@ -130,17 +133,16 @@ where
         match refused {
             None => futures::future::Either::Left(self.inner.call(request)),
             Some(status) => {
-                let rpc = request.uri().path().rsplit('/').next().unwrap_or_default();
-                refused_call(rpc, &status);
+                refused_call(super::rpc_label(request.uri().path()), &status);
                 futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
             }
         }
     }
 }
 
-fn refused_call(rpc: &str, status: &Status) {
+fn refused_call(rpc: &'static str, status: &Status) {
     let code = telemetry::code_name(status.code());
-    metrics::counter!(telemetry::REQUESTS, "rpc" => rpc.to_string(), "code" => code).increment(1);
+    metrics::counter!(telemetry::REQUESTS, "rpc" => rpc, "code" => code).increment(1);
     tracing::info!(rpc, code, error = status.message(), "request refused");
 }
 

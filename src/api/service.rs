@@ -4,24 +4,32 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::try_join_all;
-use tokio::sync::{mpsc, Semaphore};
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::article;
-use super::context::{RequestContext, UsageParts};
+use super::context::{CallPolicy, RequestContext, UsageParts, UsageTotals};
 use super::convert;
 use super::state::{AppState, Engines};
-use super::validate::{self, Limits, SummarizeJob, TranslateJob};
-use crate::pipeline::{summarize_english, SourceLanguage, TranslatedText, Translator};
+use super::status::field_status;
+use super::validate::{self, Limits, SummarizeJob, TextJob, TranslateJob};
+use crate::pipeline::{
+    summarize_english, SourceLanguage, TextError, TranslateOptions, TranslatedText, Translator,
+};
 use crate::proto::{self, translator_server};
 
-/// Texts of one stream translated at the same time; more wait (HTTP/2 flow control then
-/// pushes back on the client).
+/// Texts of one stream in flight (translating, or translated and not yet handed to the
+/// transport); more wait, and the stream stops reading (HTTP/2 flow control then pushes back
+/// on the client).
 const STREAM_TEXTS_IN_FLIGHT: usize = 32;
+
+/// Finished responses buffered between a stream's producer and the transport.
+const STREAM_BUFFER: usize = 4;
 
 #[derive(Clone)]
 pub struct TranslatorService {
@@ -42,7 +50,7 @@ impl translator_server::Translator for TranslatorService {
         &self,
         request: Request<proto::TranslateRequest>,
     ) -> Result<Response<proto::TranslateResponse>, Status> {
-        let ctx = RequestContext::new("Translate", request.metadata());
+        let ctx = RequestContext::new("Translate", request.metadata(), self.state.policy());
         let deadline = ctx.deadline();
         let work = async {
             let engines = self.state.engines()?;
@@ -66,23 +74,35 @@ impl translator_server::Translator for TranslatorService {
         &self,
         request: Request<Streaming<proto::TranslateRequest>>,
     ) -> Result<Response<StreamOut>, Status> {
-        let ctx = RequestContext::new("TranslateStream", request.metadata());
+        // A stream lives as long as its client feeds it; the default timeout bounds each
+        // of its texts instead.
+        let stream_policy = CallPolicy {
+            default_timeout: None,
+            ..self.state.policy().clone()
+        };
+        let ctx = RequestContext::new("TranslateStream", request.metadata(), &stream_policy);
         let engines = self.state.engines().map_err(|s| ctx.refuse(s))?;
         let limits = self.state.limits(&engines);
         let translator = engines.translator.clone();
         let incoming = request.into_inner();
-        Ok(stream_response(
-            ctx,
-            STREAM_TEXTS_IN_FLIGHT,
-            move |tx, deadline| drive_stream(limits, translator, incoming, tx, deadline),
-        ))
+        let policy = self.state.policy().clone();
+        Ok(stream_response(ctx, STREAM_BUFFER, move |tx, deadline| {
+            let stream = TextStream {
+                limits,
+                translator,
+                tx,
+                deadline,
+                policy,
+            };
+            stream.drive(incoming)
+        }))
     }
 
     async fn process_article(
         &self,
         request: Request<proto::ArticleRequest>,
     ) -> Result<Response<proto::ArticleResponse>, Status> {
-        let ctx = RequestContext::new("ProcessArticle", request.metadata());
+        let ctx = RequestContext::new("ProcessArticle", request.metadata(), self.state.policy());
         let deadline = ctx.deadline();
         let work = async {
             let engines = self.state.engines()?;
@@ -99,20 +119,26 @@ impl translator_server::Translator for TranslatorService {
         &self,
         request: Request<proto::ArticleRequest>,
     ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
-        let ctx = RequestContext::new("ProcessArticleStream", request.metadata());
+        let ctx = RequestContext::new(
+            "ProcessArticleStream",
+            request.metadata(),
+            self.state.policy(),
+        );
         let engines = self.state.engines().map_err(|s| ctx.refuse(s))?;
         let job = validate::article_request(request.into_inner(), &self.state.limits(&engines))
             .map_err(|s| ctx.refuse(s.into()))?;
-        Ok(stream_response(ctx, 4, move |tx, deadline| async move {
-            article::stream(&engines, job, deadline, &tx).await
-        }))
+        Ok(stream_response(
+            ctx,
+            STREAM_BUFFER,
+            move |tx, deadline| async move { article::stream(&engines, job, deadline, &tx).await },
+        ))
     }
 
     async fn summarize(
         &self,
         request: Request<proto::SummarizeRequest>,
     ) -> Result<Response<proto::SummarizeResponse>, Status> {
-        let ctx = RequestContext::new("Summarize", request.metadata());
+        let ctx = RequestContext::new("Summarize", request.metadata(), self.state.policy());
         let deadline = ctx.deadline();
         let work = async {
             let engines = self.state.engines()?;
@@ -127,7 +153,7 @@ impl translator_server::Translator for TranslatorService {
         &self,
         request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let ctx = RequestContext::new("ListModels", request.metadata());
+        let ctx = RequestContext::new("ListModels", request.metadata(), self.state.policy());
         let work = async {
             let engines = self.state.engines()?;
             let mut models = vec![convert::model_info(engines.translator.info())];
@@ -148,7 +174,7 @@ async fn unary<T>(
     parts: impl Fn(&T) -> Vec<UsageParts>,
 ) -> Result<Response<T>, Status> {
     let result = ctx.within_deadline(work).instrument(ctx.span()).await;
-    ctx.finish(result.as_ref().map(parts));
+    ctx.finish(result.as_ref().map(|r| UsageTotals::of(parts(r))));
     result.map(|r| ctx.response(r))
 }
 
@@ -162,7 +188,7 @@ fn stream_response<T, F>(
 ) -> Response<ReceiverStream<Result<T, Status>>>
 where
     T: Send + 'static,
-    F: Future<Output = Result<Vec<UsageParts>, Status>> + Send + 'static,
+    F: Future<Output = Result<UsageTotals, Status>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(capacity);
     let response = ctx.response(ReceiverStream::new(rx));
@@ -171,7 +197,7 @@ where
     tokio::spawn(
         async move {
             let result = ctx.within_deadline(work).await;
-            ctx.finish(result.as_ref().map(|parts| parts.to_vec()));
+            ctx.finish(result.as_ref().copied());
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
@@ -191,17 +217,26 @@ async fn translate_job(
         language,
         options,
     } = job;
-    let work = texts.into_iter().map(|input| {
-        let options = &options;
-        async move {
-            let done = translator
-                .translate(input.text, language, options, deadline)
-                .await?;
-            Ok::<_, Status>(convert::translation(input.id, done, translator.info()))
-        }
-    });
-    let translations = try_join_all(work).await?;
+    let (ids, texts): (Vec<String>, Vec<String>) =
+        texts.into_iter().map(|t| (t.id, t.text)).unzip();
+    let done = translator
+        .translate_all(texts, language, &options, deadline)
+        .await
+        .map_err(text_error_status)?;
+    let translations = ids
+        .into_iter()
+        .zip(done)
+        .map(|(id, done)| convert::translation(id, done, translator.info()))
+        .collect();
     Ok(proto::TranslateResponse { translations })
+}
+
+/// A failed text of a Translate call, named by its field.
+fn text_error_status(e: TextError) -> Status {
+    match e.index {
+        usize::MAX => field_status("texts", e.error),
+        i => field_status(&format!("texts[{i}].text"), e.error),
+    }
 }
 
 async fn summarize_job(
@@ -250,52 +285,117 @@ async fn summarize_job(
     })
 }
 
-/// Reads requests from the stream and answers each text as soon as it is done. Stops (and
-/// so cancels the work in flight) when the client goes away or any text fails.
-async fn drive_stream(
+/// One TranslateStream call: reads requests and answers each text as soon as it is done.
+struct TextStream {
     limits: Limits,
     translator: Arc<Translator>,
-    mut incoming: Streaming<proto::TranslateRequest>,
     tx: mpsc::Sender<Result<proto::TranslateResponse, Status>>,
+    /// The client's deadline for the whole stream, if it sent one.
     deadline: Option<Instant>,
-) -> Result<Vec<UsageParts>, Status> {
-    let mut sent = Vec::new();
-    let permits = Arc::new(Semaphore::new(STREAM_TEXTS_IN_FLIGHT));
-    let mut running: JoinSet<(String, Result<TranslatedText, Status>)> = JoinSet::new();
-    let mut input_open = true;
-    while input_open || !running.is_empty() {
-        tokio::select! {
-            _ = tx.closed() => return Err(client_gone()),
-            message = incoming.message(), if input_open => match message? {
-                Some(request) => {
-                    let job = validate::translate_request(request, &limits)?;
-                    for input in job.texts {
-                        let permit = permits.clone().acquire_owned().await.map_err(|_| Status::internal("stream closed"))?;
-                        let translator = translator.clone();
-                        let options = job.options.clone();
-                        let language = job.language;
-                        running.spawn(async move {
-                            let result = translator.translate(input.text, language, &options, deadline).await;
-                            drop(permit);
-                            (input.id, result.map_err(Status::from))
-                        });
+    policy: CallPolicy,
+}
+
+/// What a finished text holds until its response is handed on: its slot among the texts in
+/// flight, and its share of the stream's token budget.
+struct InFlight {
+    _slot: OwnedSemaphorePermit,
+    _tokens: Option<OwnedSemaphorePermit>,
+}
+
+type TextResult = (String, Result<TranslatedText, Status>, InFlight);
+
+impl TextStream {
+    /// Stops (and so cancels the work in flight) when the client goes away or any text
+    /// fails. Bounded: at most [`STREAM_TEXTS_IN_FLIGHT`] texts and the per-request token
+    /// budget in flight, released only once a text's response is handed to the transport;
+    /// while they are taken, the stream reads nothing more.
+    async fn drive(
+        self,
+        mut incoming: Streaming<proto::TranslateRequest>,
+    ) -> Result<UsageTotals, Status> {
+        let mut totals = UsageTotals::default();
+        let slots = Arc::new(Semaphore::new(STREAM_TEXTS_IN_FLIGHT));
+        let budget = self
+            .translator
+            .max_request_tokens()
+            .min(Semaphore::MAX_PERMITS);
+        let tokens = Arc::new(Semaphore::new(budget));
+        let mut pending: VecDeque<(TextJob, SourceLanguage, TranslateOptions)> = VecDeque::new();
+        let mut running: JoinSet<TextResult> = JoinSet::new();
+        let mut input_open = true;
+        loop {
+            while let Some(slot) = pending
+                .front()
+                .and_then(|_| slots.clone().try_acquire_owned().ok())
+            {
+                if let Some((input, language, options)) = pending.pop_front() {
+                    running.spawn(self.translate(input, language, options, slot, tokens.clone()));
+                }
+            }
+            if !input_open && pending.is_empty() && running.is_empty() {
+                return Ok(totals);
+            }
+            tokio::select! {
+                _ = self.tx.closed() => return Err(client_gone()),
+                message = incoming.message(), if input_open && pending.is_empty() => match message? {
+                    Some(request) => {
+                        let job = validate::translate_request(request, &self.limits)?;
+                        let (language, options) = (job.language, job.options);
+                        pending.extend(job.texts.into_iter().map(|t| (t, language, options.clone())));
                     }
-                }
-                None => input_open = false,
-            },
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                let (id, result) = joined.map_err(|e| Status::internal(format!("translation task failed: {e}")))?;
-                let done = result.map_err(|s| Status::new(s.code(), format!("text `{id}`: {}", s.message())))?;
-                let translation = convert::translation(id, done, translator.info());
-                sent.push((translation.usage, translation.timings));
-                let response = proto::TranslateResponse { translations: vec![translation] };
-                if tx.send(Ok(response)).await.is_err() {
-                    return Err(client_gone());
-                }
-            },
+                    None => input_open = false,
+                },
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let (id, result, in_flight) = joined
+                        .map_err(|e| Status::internal(format!("translation task failed: {e}")))?;
+                    let done = result.map_err(|s| {
+                        Status::new(s.code(), format!("text `{}`: {}", crate::text::clip(&id, 64), s.message()))
+                    })?;
+                    let translation = convert::translation(id, done, self.translator.info());
+                    totals.add((translation.usage, translation.timings));
+                    let response = proto::TranslateResponse { translations: vec![translation] };
+                    if self.tx.send(Ok(response)).await.is_err() {
+                        return Err(client_gone());
+                    }
+                    drop(in_flight);
+                },
+            }
         }
     }
-    Ok(sent)
+
+    /// One text's work: prepared, admitted against the per-request budget, then run once the
+    /// stream's token budget has room for it.
+    fn translate(
+        &self,
+        input: TextJob,
+        language: SourceLanguage,
+        options: TranslateOptions,
+        slot: OwnedSemaphorePermit,
+        tokens: Arc<Semaphore>,
+    ) -> impl Future<Output = TextResult> + Send + 'static {
+        let translator = self.translator.clone();
+        let deadline = self.policy.deadline_from_now(self.deadline);
+        async move {
+            let mut in_flight = InFlight {
+                _slot: slot,
+                _tokens: None,
+            };
+            let result = async {
+                let prepared = translator.prepare(input.text, language).await?;
+                let cost = translator.cost(&prepared, &options);
+                translator.admit(cost)?;
+                // Within u32 (the semaphore's unit): admit bounds it by the stream's budget.
+                let n = u32::try_from(cost.token_beams).unwrap_or(u32::MAX);
+                in_flight._tokens = Some(tokens.acquire_many_owned(n).await.map_err(|_| {
+                    crate::pipeline::PipelineError::Internal("stream closed".into())
+                })?);
+                translator.run(prepared, &options, deadline, None).await
+            }
+            .await
+            .map_err(|e| field_status("texts.text", e));
+            (input.id, result, in_flight)
+        }
+    }
 }
 
 /// How a stream whose client left is logged and counted; the client sees nothing more.

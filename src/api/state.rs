@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use tonic::Status;
 
+use super::context::CallPolicy;
 use super::status::not_ready;
 use super::validate::Limits;
 use crate::config::LimitArgs;
@@ -19,14 +20,30 @@ pub struct Engines {
 pub struct AppState {
     engines: RwLock<Option<Arc<Engines>>>,
     limits: LimitArgs,
+    policy: CallPolicy,
 }
 
 impl AppState {
     pub fn new(limits: LimitArgs) -> Self {
+        let policy = CallPolicy {
+            default_timeout: (limits.default_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(limits.default_timeout_secs)),
+            abort: Default::default(),
+        };
         Self {
             engines: RwLock::new(None),
             limits,
+            policy,
         }
+    }
+
+    pub fn policy(&self) -> &CallPolicy {
+        &self.policy
+    }
+
+    /// The shutdown grace period is over: calls still running end with UNAVAILABLE.
+    pub fn abort_calls(&self) {
+        self.policy.abort.cancel();
     }
 
     /// Makes the server ready.

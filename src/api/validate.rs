@@ -24,6 +24,13 @@ pub struct Limits {
 const MAX_SUMMARY_SENTENCES: u32 = 50;
 const MAX_SUMMARY_WORDS: u32 = 5000;
 
+/// Characters of a client string (id, language code) quoted in a violation.
+const QUOTED_CHARS: usize = 64;
+
+fn quoted(s: &str) -> String {
+    crate::text::clip(s, QUOTED_CHARS)
+}
+
 /// A field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Violation {
@@ -125,7 +132,7 @@ pub fn translate_request(
                 format!("texts[{i}].id"),
                 format!(
                     "id `{}` is used twice in this request; ids must be unique",
-                    input.id
+                    quoted(&input.id)
                 ),
             );
         }
@@ -173,7 +180,7 @@ fn language_pair(
         other => {
             check.fail(
                 source.0,
-                format!("unknown language pair `{other}` → `en`: this server translates `ar` (or `auto`) into `en`"),
+                format!("unknown language pair `{}` → `en`: this server translates `ar` (or `auto`) into `en`", quoted(other)),
             );
             SourceLanguage::Auto
         }
@@ -182,7 +189,10 @@ fn language_pair(
         "" | "en" => {}
         other => check.fail(
             target.0,
-            format!("unknown language pair → `{other}`: the only target language is `en`"),
+            format!(
+                "unknown language pair → `{}`: the only target language is `en`",
+                quoted(other)
+            ),
         ),
     }
     language
@@ -294,7 +304,10 @@ pub fn summarize_request(
         other => {
             check.fail(
                 "language",
-                format!("unknown language `{other}`: use `en`, `ar`, or leave it empty to detect"),
+                format!(
+                    "unknown language `{}`: use `en`, `ar`, or leave it empty to detect",
+                    quoted(other)
+                ),
             );
             false
         }

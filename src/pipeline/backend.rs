@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::model::{GenerationParams, Seq2SeqModel};
-use crate::scheduler::{Backend, GenOptions, Generation};
+use crate::model::{GenerationParams, ModelError, Seq2SeqModel};
+use crate::scheduler::{Backend, BackendError, GenOptions, Generation, ModelLimits};
 use crate::tokenizer::Tokenizer;
 
 pub struct ModelBackend {
@@ -46,18 +46,42 @@ impl ModelBackend {
     }
 }
 
+/// f32 activations.
+const F32: usize = 4;
+
 impl Backend for ModelBackend {
+    fn limits(&self) -> ModelLimits {
+        let c = self.model.config();
+        let d = c.d_model * F32;
+        ModelLimits {
+            max_input_tokens: c.max_position_embeddings,
+            vocab_size: c.vocab_size,
+            default_max_new_tokens: self.defaults.effective_max_length().saturating_sub(1),
+            // Encoder states, the feed-forward activation, and each decoder layer's
+            // cross-attention keys and values (beam rows carry their own copies).
+            beam_bytes_per_source_token: d * (1 + 2 * c.decoder_layers) + c.encoder_ffn_dim * F32,
+            // Each decoder layer's self-attention key and value.
+            beam_bytes_per_step: d * 2 * c.decoder_layers,
+            // Logits, their log-softmax and the running scores over the vocabulary.
+            beam_bytes_fixed: 3 * c.vocab_size * F32,
+            row_bytes_per_source_token_squared: c.encoder_attention_heads * F32,
+        }
+    }
+
     fn generate(
         &mut self,
         inputs: &[Vec<u32>],
         options: &GenOptions,
         cancelled: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Option<Generation>>, String> {
+    ) -> Result<Vec<Option<Generation>>, BackendError> {
         let params = self.params(options);
         let generated = self
             .model
             .generate(inputs, &params, cancelled)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                ModelError::Input(reason) => BackendError::Input(reason),
+                other => BackendError::Internal(other.to_string()),
+            })?;
         generated
             .into_iter()
             .map(|g| {
@@ -65,7 +89,7 @@ impl Backend for ModelBackend {
                     let text = self
                         .tokenizer
                         .decode(&g.ids, true)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| BackendError::Internal(e.to_string()))?;
                     Ok(Generation {
                         ids: g.ids,
                         text,

@@ -5,6 +5,7 @@
 //! than a few microseconds runs on blocking threads, never on the async workers.
 
 mod backend;
+mod blocking;
 mod prepare;
 mod summarizer;
 mod summary;
@@ -26,6 +27,13 @@ use crate::tokenizer::Tokenizer;
 /// Hard ceiling on beams a request may ask for: past it the cost grows with no gain.
 pub const MAX_BEAM_SIZE: usize = 16;
 
+/// Characters of client text quoted in an error message.
+const QUOTED_CHARS: usize = 64;
+
+fn clip(s: &str) -> String {
+    crate::text::clip(s, QUOTED_CHARS)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -36,6 +44,19 @@ pub enum PipelineError {
     Model(#[from] crate::model::ModelError),
     #[error("no summarization model is loaded: use method EXTRACTIVE or AUTO, or start the server with --summarization-model")]
     NoSummarizationModel,
+    /// A sentence the model cannot take even after every split.
+    #[error("the sentence “{sentence}” cannot be translated: {reason}")]
+    Input { sentence: String, reason: String },
+    #[error("the response could reach {bound} bytes ({sentences} sentences of up to {max_new_tokens} generated tokens each); responses are limited to {limit} bytes: send less text per request, or set a lower max_output_tokens")]
+    ResponseTooLarge {
+        bound: usize,
+        limit: usize,
+        sentences: usize,
+        max_new_tokens: usize,
+    },
+    /// The call ended (client gone, deadline) before its work was done.
+    #[error("the call ended before its work was done")]
+    Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -151,6 +172,51 @@ pub struct Translator {
     tokenizer: Arc<Tokenizer>,
     scheduler: Scheduler,
     info: ModelInfo,
+    /// Most bytes one generated token adds to a translation.
+    token_bytes: usize,
+    /// Largest response a call may need; calls that could need more are refused up front.
+    max_response_bytes: usize,
+}
+
+/// A text normalised, segmented and tokenised, ready for the model.
+pub struct PreparedText {
+    prepared: Prepared,
+    started: Instant,
+}
+
+impl PreparedText {
+    pub fn sentences(&self) -> usize {
+        self.prepared.model_inputs_len()
+    }
+}
+
+/// What a call costs, known before anything is queued: queue budget (source tokens ×
+/// beams) and the most bytes its response can take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCost {
+    pub token_beams: usize,
+    pub response_bytes: usize,
+    sentences: usize,
+    max_new_tokens: usize,
+}
+
+impl std::ops::Add for CallCost {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            token_beams: self.token_beams.saturating_add(other.token_beams),
+            response_bytes: self.response_bytes.saturating_add(other.response_bytes),
+            sentences: self.sentences + other.sentences,
+            max_new_tokens: self.max_new_tokens.max(other.max_new_tokens),
+        }
+    }
+}
+
+/// One text of a many-text call failed: which one, and why.
+#[derive(Debug)]
+pub struct TextError {
+    pub index: usize,
+    pub error: PipelineError,
 }
 
 impl Translator {
@@ -161,6 +227,7 @@ impl Translator {
         info: ModelInfo,
         config: SchedulerConfig,
     ) -> Result<Self, PipelineError> {
+        let token_bytes = tokenizer.max_token_bytes();
         let tokenizer = Arc::new(tokenizer);
         let backend = ModelBackend::new(model, tokenizer.clone());
         let scheduler = start_scheduler(backend, config, "translate")?;
@@ -168,11 +235,24 @@ impl Translator {
             tokenizer,
             scheduler,
             info,
+            token_bytes,
+            max_response_bytes: usize::MAX,
         })
+    }
+
+    /// Refuse calls whose response could exceed `bytes` (the server's message limit).
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The most one call may cost (source tokens × beams).
+    pub fn max_request_tokens(&self) -> usize {
+        self.scheduler.max_request_tokens()
     }
 
     /// The options a request runs with: its own, else the model's defaults.
@@ -184,6 +264,60 @@ impl Translator {
         }
     }
 
+    /// Normalises, segments and tokenises `text` on the preparation pool (stopped when the
+    /// returned future is dropped).
+    pub async fn prepare(
+        &self,
+        text: String,
+        language: SourceLanguage,
+    ) -> Result<PreparedText, PipelineError> {
+        let started = Instant::now();
+        let tokenizer = self.tokenizer.clone();
+        let limits = self.scheduler.limits().clone();
+        let prepared = blocking::run("text preparation", move |cancel| {
+            Prepared::new(&text, language, &tokenizer, &limits, cancel)
+        })
+        .await?;
+        Ok(PreparedText { prepared, started })
+    }
+
+    /// What translating `text` with `options` costs.
+    pub fn cost(&self, text: &PreparedText, options: &TranslateOptions) -> CallCost {
+        let gen = self.gen_options(options);
+        let beams = gen.num_beams.unwrap_or(1).max(1);
+        let max_new_tokens = self.scheduler.limits().max_steps(&gen);
+        CallCost {
+            token_beams: text.prepared.source_tokens().saturating_mul(beams),
+            response_bytes: text
+                .prepared
+                .response_bytes(max_new_tokens, self.token_bytes),
+            sentences: text.sentences(),
+            max_new_tokens,
+        }
+    }
+
+    /// Refuses, for good, a call that costs more than one call may: over the per-request
+    /// queue budget, or with a response that could exceed the message limit.
+    pub fn admit(&self, cost: CallCost) -> Result<(), PipelineError> {
+        let limit = self.scheduler.max_request_tokens();
+        if cost.token_beams > limit {
+            return Err(SchedulerError::RequestTooLarge {
+                cost: cost.token_beams,
+                limit,
+            }
+            .into());
+        }
+        if cost.response_bytes > self.max_response_bytes {
+            return Err(PipelineError::ResponseTooLarge {
+                bound: cost.response_bytes,
+                limit: self.max_response_bytes,
+                sentences: cost.sentences,
+                max_new_tokens: cost.max_new_tokens,
+            });
+        }
+        Ok(())
+    }
+
     /// Translates one text, keeping its paragraph structure.
     pub async fn translate(
         &self,
@@ -192,27 +326,60 @@ impl Translator {
         options: &TranslateOptions,
         deadline: Option<Instant>,
     ) -> Result<TranslatedText, PipelineError> {
-        self.translate_with_progress(text, language, options, deadline, None)
-            .await
+        let prepared = self.prepare(text, language).await?;
+        self.admit(self.cost(&prepared, options))?;
+        self.run(prepared, options, deadline, None).await
     }
 
-    /// As [`Translator::translate`], also sending each paragraph to `progress` as soon as all
-    /// its sentences are translated, in paragraph order.
-    pub async fn translate_with_progress(
+    /// Translates several texts of one call: all are prepared and the call's total cost
+    /// is admitted before any is queued; then they run side by side. The first failure
+    /// ends the call (dropping, and so cancelling, the others).
+    pub async fn translate_all(
         &self,
-        text: String,
+        texts: Vec<String>,
         language: SourceLanguage,
+        options: &TranslateOptions,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<TranslatedText>, TextError> {
+        let prepare = texts
+            .into_iter()
+            .enumerate()
+            .map(|(index, text)| async move {
+                self.prepare(text, language)
+                    .await
+                    .map_err(|error| TextError { index, error })
+            });
+        let prepared = futures::future::try_join_all(prepare).await?;
+        let total = prepared
+            .iter()
+            .map(|p| self.cost(p, options))
+            .fold(CallCost::default(), |a, b| a + b);
+        // The call as a whole is refused: no text is at fault alone.
+        self.admit(total).map_err(|error| TextError {
+            index: usize::MAX,
+            error,
+        })?;
+        let run = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| async move {
+                self.run(p, options, deadline, None)
+                    .await
+                    .map_err(|error| TextError { index, error })
+            });
+        futures::future::try_join_all(run).await
+    }
+
+    /// Translates a prepared text (admitted by the caller), sending each paragraph to
+    /// `progress` as soon as all its sentences are translated, in paragraph order.
+    pub async fn run(
+        &self,
+        text: PreparedText,
         options: &TranslateOptions,
         deadline: Option<Instant>,
         progress: Option<&mpsc::Sender<TranslatedParagraph>>,
     ) -> Result<TranslatedText, PipelineError> {
-        let started = Instant::now();
-        let tokenizer = self.tokenizer.clone();
-        let budget = self.info.max_input_tokens;
-        let prepared =
-            tokio::task::spawn_blocking(move || Prepared::new(&text, language, &tokenizer, budget))
-                .await
-                .map_err(|e| PipelineError::Internal(format!("text preparation failed: {e}")))??;
+        let PreparedText { prepared, started } = text;
         if !prepared.needs_translation() {
             send_ready_paragraphs(&prepared, &[], 0, progress).await;
             return Ok(prepared.passthrough(started));
@@ -241,6 +408,11 @@ impl Translator {
     /// Stops taking work and lets the inference thread finish what is queued.
     pub fn shutdown(&self) {
         self.scheduler.shutdown();
+    }
+
+    /// Ends queued and running work at once (the shutdown grace period is over).
+    pub fn abort(&self) {
+        self.scheduler.abort();
     }
 }
 

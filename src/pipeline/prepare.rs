@@ -3,13 +3,18 @@
 
 use std::time::Instant;
 
-use crate::scheduler::SentenceOutput;
+use crate::scheduler::{ModelLimits, SentenceOutput};
 use crate::text::{self, DetectedLanguage, Document, NormalizeOptions, Normalized};
 use crate::tokenizer::Tokenizer;
 
+use super::blocking::CancelFlag;
 use super::{
-    timings, PipelineError, SourceLanguage, TranslatedParagraph, TranslatedSegment, TranslatedText,
+    clip, timings, PipelineError, SourceLanguage, TranslatedParagraph, TranslatedSegment,
+    TranslatedText,
 };
+
+/// Bytes of a response segment besides its texts (spans, score, field tags).
+const SEGMENT_OVERHEAD_BYTES: usize = 64;
 
 pub(super) struct Prepared {
     original: String,
@@ -18,22 +23,36 @@ pub(super) struct Prepared {
     /// Indices of the segments that have text to translate, in order; model input `k` is
     /// segment `translatable[k]`.
     translatable: Vec<usize>,
+    /// For each segment, its model input (the inverse of `translatable`).
+    input_of: Vec<Option<usize>>,
     inputs: Vec<Vec<u32>>,
     passthrough: bool,
 }
 
 impl Prepared {
+    /// Normalises, segments within the model's input budget and tokenises `original`; an
+    /// input the model cannot take is refused here, before anything is queued.
     pub(super) fn new(
         original: &str,
         language: SourceLanguage,
         tokenizer: &Tokenizer,
-        max_input_tokens: usize,
+        limits: &ModelLimits,
+        cancel: &CancelFlag,
     ) -> Result<Self, PipelineError> {
         let passthrough = language == SourceLanguage::Auto
             && text::detect_language(original) == DetectedLanguage::English;
         let normalized = text::normalize(original, &NormalizeOptions::default());
-        let count = |s: &str| tokenizer.token_count(s).unwrap_or(usize::MAX);
-        let document = text::segment(&normalized.text, max_input_tokens, &count);
+        cancel.check()?;
+        // Once the call has ended every piece "fits", so segmentation stops tokenising.
+        let count = |s: &str| {
+            if passthrough || cancel.is_set() {
+                0
+            } else {
+                tokenizer.token_count(s).unwrap_or(usize::MAX)
+            }
+        };
+        let document = text::segment(&normalized.text, limits.max_input_tokens, &count);
+        cancel.check()?;
         let translatable: Vec<usize> = document
             .segments
             .iter()
@@ -41,6 +60,10 @@ impl Prepared {
             .filter(|(_, s)| !s.text.is_empty())
             .map(|(i, _)| i)
             .collect();
+        let mut input_of = vec![None; document.segments.len()];
+        for (k, &i) in translatable.iter().enumerate() {
+            input_of[i] = Some(k);
+        }
         let inputs = if passthrough {
             Vec::new()
         } else {
@@ -50,18 +73,52 @@ impl Prepared {
                 .collect();
             tokenizer.encode_batch(&texts)?
         };
+        for (k, ids) in inputs.iter().enumerate() {
+            limits
+                .check_input(ids)
+                .map_err(|reason| PipelineError::Input {
+                    sentence: clip(&document.segments[translatable[k]].text),
+                    reason,
+                })?;
+        }
         Ok(Self {
             original: original.to_string(),
             normalized,
             document,
             translatable,
+            input_of,
             inputs,
             passthrough,
         })
     }
 
+    /// Source tokens of all model inputs.
+    pub(super) fn source_tokens(&self) -> usize {
+        self.inputs.iter().map(Vec::len).sum()
+    }
+
+    /// The most bytes a response with this text's translation can take when each sentence
+    /// generates up to `max_new_tokens` tokens of up to `token_bytes` bytes each.
+    pub(super) fn response_bytes(&self, max_new_tokens: usize, token_bytes: usize) -> usize {
+        let generated = max_new_tokens.saturating_mul(token_bytes);
+        self.translatable
+            .iter()
+            .map(|&i| {
+                let source = self.document.segments[i].text.len();
+                // The segment's translation, and the same again in the joined text.
+                source
+                    .saturating_add(generated.saturating_mul(2))
+                    .saturating_add(SEGMENT_OVERHEAD_BYTES)
+            })
+            .fold(self.original.len(), usize::saturating_add)
+    }
+
     pub(super) fn needs_translation(&self) -> bool {
         !self.passthrough && !self.inputs.is_empty()
+    }
+
+    pub(super) fn model_inputs_len(&self) -> usize {
+        self.inputs.len()
     }
 
     pub(super) fn model_inputs(&self) -> Vec<Vec<u32>> {
@@ -105,31 +162,37 @@ impl Prepared {
     }
 
     /// Paragraph `index` once every one of its sentences has an output (`outputs` is indexed
-    /// like `model_inputs()`); `None` while some are missing.
+    /// like `model_inputs()`); `None` while some are missing. Costs the paragraph's own
+    /// segments only.
     pub(super) fn paragraph(
         &self,
         index: usize,
         outputs: &[Option<SentenceOutput>],
     ) -> Option<TranslatedParagraph> {
         let paragraph = self.document.paragraphs.get(index)?;
-        let mut translations = vec![String::new(); self.document.segments.len()];
-        let mut segments = Vec::new();
-        for (k, &seg) in self.translatable.iter().enumerate() {
-            if !paragraph.segments.contains(&seg) {
+        let mut translations = Vec::with_capacity(paragraph.segments.len());
+        let mut segments = Vec::with_capacity(paragraph.segments.len());
+        for seg in paragraph.segments.clone() {
+            let Some(k) = self.input_of[seg] else {
+                translations.push(String::new());
                 continue;
-            }
+            };
             let out = if self.passthrough {
                 None
             } else {
                 Some(outputs.get(k)?.as_ref()?)
             };
             let translated = self.segment(seg, out);
-            translations[seg] = translated.translation.clone();
+            translations.push(translated.translation.clone());
             segments.push(translated);
         }
+        let local = text::Paragraph {
+            index,
+            segments: 0..translations.len(),
+        };
         Some(TranslatedParagraph {
             index,
-            text: text::reassemble_paragraph(paragraph, &translations),
+            text: text::reassemble_paragraph(&local, &translations),
             segments,
         })
     }

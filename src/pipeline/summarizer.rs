@@ -58,10 +58,10 @@ impl Summarizer {
     ) -> Result<AbstractiveSummary, PipelineError> {
         let tokenizer = self.tokenizer.clone();
         let window = self.info.max_input_tokens;
-        let (ids, input_truncated) =
-            tokio::task::spawn_blocking(move || fit_window(&english, &tokenizer, window))
-                .await
-                .map_err(|e| PipelineError::Internal(format!("summary input failed: {e}")))??;
+        let (ids, input_truncated) = super::blocking::run("summary input", move |_| {
+            fit_window(&english, &tokenizer, window)
+        })
+        .await?;
         let input_tokens = ids.len();
         let gen = GenOptions {
             num_beams: Some(options.num_beams.unwrap_or(self.info.default_beam_size)),
@@ -89,6 +89,11 @@ impl Summarizer {
 
     pub fn shutdown(&self) {
         self.scheduler.shutdown();
+    }
+
+    /// Ends queued and running work at once (the shutdown grace period is over).
+    pub fn abort(&self) {
+        self.scheduler.abort();
     }
 }
 

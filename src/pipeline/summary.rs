@@ -76,9 +76,10 @@ pub async fn summarize_english(
         None => {
             let budget = request.budget;
             let started = Instant::now();
-            let out = tokio::task::spawn_blocking(move || summarize::extractive(&english, &budget))
-                .await
-                .map_err(|e| PipelineError::Internal(format!("extractive summary failed: {e}")))?;
+            let out = super::blocking::run("extractive summary", move |_| {
+                Ok(summarize::extractive(&english, &budget))
+            })
+            .await?;
             Ok(SummaryOutput {
                 text: out.text,
                 method: SummaryMethod::Extractive,

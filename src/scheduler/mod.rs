@@ -37,6 +37,94 @@ pub struct Generation {
     pub score: f32,
 }
 
+/// Why a backend could not run a batch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// Some input is one the model cannot take; the rows that did nothing wrong are run
+    /// again on their own.
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What the model accepts, and what a row costs it in memory; known before anything runs,
+/// so that requests are refused or batches cut before they can hurt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelLimits {
+    /// Longest input, in tokens (special tokens included).
+    pub max_input_tokens: usize,
+    /// Token ids must be below this.
+    pub vocab_size: usize,
+    /// Generated tokens when a request sets no limit.
+    pub default_max_new_tokens: usize,
+    /// Bytes one beam holds per source token (encoder states, cross-attention keys and
+    /// values), per generated token (self-attention cache), and per step whatever the
+    /// lengths (logits and their softmax).
+    pub beam_bytes_per_source_token: usize,
+    pub beam_bytes_per_step: usize,
+    pub beam_bytes_fixed: usize,
+    /// Bytes one row holds per squared source token (encoder attention scores, all heads).
+    pub row_bytes_per_source_token_squared: usize,
+}
+
+impl ModelLimits {
+    /// No limits and no cost: for backends that are not models (tests).
+    pub fn unbounded() -> Self {
+        Self {
+            max_input_tokens: usize::MAX,
+            vocab_size: usize::MAX,
+            default_max_new_tokens: 0,
+            beam_bytes_per_source_token: 0,
+            beam_bytes_per_step: 0,
+            beam_bytes_fixed: 0,
+            row_bytes_per_source_token_squared: 0,
+        }
+    }
+
+    /// Why the model cannot take `ids`, if it cannot.
+    pub fn check_input(&self, ids: &[u32]) -> Result<(), String> {
+        if ids.is_empty() {
+            return Err("the input has no tokens".into());
+        }
+        if ids.len() > self.max_input_tokens {
+            return Err(format!(
+                "the input has {} tokens; the model takes at most {}",
+                ids.len(),
+                self.max_input_tokens
+            ));
+        }
+        match ids.iter().find(|&&t| t as usize >= self.vocab_size) {
+            Some(bad) => Err(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab_size
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Worst-case bytes of one row of `source` tokens generating up to `steps` tokens with
+    /// `beams` beams.
+    pub fn row_bytes(&self, source: usize, steps: usize, beams: usize) -> usize {
+        let beam = self
+            .beam_bytes_per_source_token
+            .saturating_mul(source)
+            .saturating_add(self.beam_bytes_per_step.saturating_mul(steps))
+            .saturating_add(self.beam_bytes_fixed);
+        beam.saturating_mul(beams).saturating_add(
+            self.row_bytes_per_source_token_squared
+                .saturating_mul(source.saturating_mul(source)),
+        )
+    }
+
+    /// The most tokens a request with `options` may generate per row.
+    pub fn max_steps(&self, options: &GenOptions) -> usize {
+        options
+            .max_new_tokens
+            .unwrap_or(self.default_max_new_tokens)
+    }
+}
+
 /// The model side of the scheduler: runs one batch. Implemented by the real engine
 /// ([`crate::pipeline::ModelBackend`]) and by test doubles.
 pub trait Backend: Send + 'static {
@@ -47,7 +135,12 @@ pub trait Backend: Send + 'static {
         inputs: &[Vec<u32>],
         options: &GenOptions,
         cancelled: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Option<Generation>>, String>;
+    ) -> Result<Vec<Option<Generation>>, BackendError>;
+
+    /// What the model accepts and what its rows cost; asked once, at start.
+    fn limits(&self) -> ModelLimits {
+        ModelLimits::unbounded()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +151,12 @@ pub enum SchedulerError {
         needed: usize,
         limit: usize,
     },
+    /// Never admitted, however empty the queue: retrying cannot help.
+    #[error("this request costs {cost} token-beams (source tokens × beams); one request may cost at most {limit}: send less text per request or use fewer beams")]
+    RequestTooLarge { cost: usize, limit: usize },
+    /// Input `index` of the submission cannot be run by the model.
+    #[error("input {index}: {reason}")]
+    InvalidInput { index: usize, reason: String },
     #[error("the deadline passed before the work was done")]
     DeadlineExceeded,
     #[error("the server is shutting down")]
@@ -89,6 +188,11 @@ pub struct SchedulerConfig {
     pub max_queued_tokens: usize,
     /// Most sentences one request may put into one batch while others wait.
     pub max_share_per_request: usize,
+    /// Budget of one request (source tokens × beams): a request over it is refused at once
+    /// and for good, so no request can hold more than this share of the queue.
+    pub max_request_tokens: usize,
+    /// Worst-case memory of one batch (encoder states, caches, logits), in bytes.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -98,6 +202,8 @@ impl Default for SchedulerConfig {
             max_batch_size: 32,
             max_queued_tokens: 262_144,
             max_share_per_request: 8,
+            max_request_tokens: 65_536,
+            max_batch_bytes: 2 << 30,
         }
     }
 }
@@ -129,6 +235,9 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     config: SchedulerConfig,
+    limits: ModelLimits,
+    /// Set by [`Scheduler::abort`]: running rows leave their batch at the next step.
+    aborted: AtomicBool,
     stats: SchedulerStats,
     metrics: SchedulerMetrics,
 }
@@ -173,6 +282,8 @@ impl Scheduler {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             config,
+            limits: backend.limits(),
+            aborted: AtomicBool::new(false),
             stats: SchedulerStats::default(),
             metrics: SchedulerMetrics::new(name),
         });
@@ -186,8 +297,11 @@ impl Scheduler {
         })
     }
 
-    /// Queues `sentences` (token ids) for generation. Fails at once with `QueueFull` when the
-    /// queue's token budget would be exceeded; nothing already queued is affected.
+    /// Queues `sentences` (token ids) for generation. Fails at once, with nothing queued,
+    /// when an input is one the model cannot take (`InvalidInput`), when the request costs
+    /// more than one request may (`RequestTooLarge`, final) or when the queue's budget would
+    /// be exceeded (`QueueFull`, retry later: since every request fits the queue on its
+    /// own, a retry succeeds once the queue drains).
     pub fn submit(
         &self,
         sentences: Vec<Vec<u32>>,
@@ -198,6 +312,12 @@ impl Scheduler {
             cancelled: AtomicBool::new(false),
             deadline,
         });
+        for (index, ids) in sentences.iter().enumerate() {
+            self.shared
+                .limits
+                .check_input(ids)
+                .map_err(|reason| SchedulerError::InvalidInput { index, reason })?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let total = sentences.len();
         let id = {
@@ -207,10 +327,15 @@ impl Scheduler {
             }
             let pending = PendingRequest::new(sentences, options, state.clone(), tx);
             let needed = pending.cost();
+            let request_limit = self.shared.config.max_request_tokens;
+            if needed > request_limit {
+                return Err(SchedulerError::RequestTooLarge {
+                    cost: needed,
+                    limit: request_limit,
+                });
+            }
             let limit = self.shared.config.max_queued_tokens;
-            // An empty queue always admits one request, however large, so a request
-            // over the budget is never refused forever; the API bounds request sizes.
-            if queue.queued_tokens > 0 && queue.queued_tokens + needed > limit {
+            if queue.queued_tokens + needed > limit {
                 return Err(SchedulerError::QueueFull {
                     queued: queue.queued_tokens,
                     needed,
@@ -240,6 +365,31 @@ impl Scheduler {
     /// Tokens (× beams) waiting in the queue.
     pub fn queued_tokens(&self) -> usize {
         self.shared.lock().queued_tokens
+    }
+
+    /// The per-request budget (source tokens × beams) this scheduler admits.
+    pub fn max_request_tokens(&self) -> usize {
+        self.shared.config.max_request_tokens
+    }
+
+    pub fn limits(&self) -> &ModelLimits {
+        &self.shared.limits
+    }
+
+    /// Ends everything at once (the shutdown grace period is over): queued requests fail
+    /// with `ShuttingDown`, running rows leave their batch at the next decoding step, and
+    /// the inference thread stops after it. Does not wait for the thread.
+    pub fn abort(&self) {
+        self.shared.aborted.store(true, Ordering::Relaxed);
+        let dropped = {
+            let mut queue = self.shared.lock();
+            queue.closed = true;
+            let dropped = queue.fail_all(SchedulerError::ShuttingDown);
+            self.shared.publish_queue(&queue);
+            dropped
+        };
+        self.shared.count_dropped(dropped);
+        self.shared.wake.notify_all();
     }
 
     /// Refuses new work, lets queued work finish, then stops the inference thread.

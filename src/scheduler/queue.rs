@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{GenOptions, RequestState, SchedulerConfig, SchedulerError, SentenceOutput};
+use super::{
+    GenOptions, ModelLimits, RequestState, SchedulerConfig, SchedulerError, SentenceOutput,
+};
 
 pub(crate) type Reply = UnboundedSender<Result<SentenceOutput, SchedulerError>>;
 
@@ -133,11 +135,29 @@ impl Queue {
         dropped
     }
 
+    /// Fails every queued request with `error` and empties the queue; returns the sentence
+    /// count.
+    pub(crate) fn fail_all(&mut self, error: SchedulerError) -> usize {
+        let mut dropped = 0;
+        for request in self.requests.drain(..) {
+            dropped += request.remaining.len();
+            let _ = request.reply.send(Err(error.clone()));
+        }
+        self.queued_tokens = 0;
+        dropped
+    }
+
     /// Takes the next batch: the options of the longest-waiting request decide which requests
-    /// can join; each joins round-robin with a bounded share per pass until the budget is met.
-    pub(crate) fn take_batch(&mut self, config: &SchedulerConfig) -> Option<Batch> {
+    /// can join; each joins round-robin with a bounded share per pass until the budgets (rows,
+    /// padded tokens × beams, worst-case memory) are met. A batch always takes one row.
+    pub(crate) fn take_batch(
+        &mut self,
+        config: &SchedulerConfig,
+        limits: &ModelLimits,
+    ) -> Option<Batch> {
         let options = self.requests.front()?.options.clone();
         let beams = self.requests.front()?.beams();
+        let steps = limits.max_steps(&options);
         let mut rows: Vec<Row> = Vec::new();
         let mut longest = 0usize;
         let mut contributed = vec![false; self.requests.len()];
@@ -153,8 +173,11 @@ impl Queue {
                         break;
                     };
                     let len = next.ids.len().max(longest);
-                    let fits = (rows.len() + 1) <= config.max_batch_size
-                        && len * (rows.len() + 1) * beams <= config.max_batch_tokens;
+                    let n = rows.len() + 1;
+                    let fits = n <= config.max_batch_size
+                        && len * n * beams <= config.max_batch_tokens
+                        && limits.row_bytes(len, steps, beams).saturating_mul(n)
+                            <= config.max_batch_bytes;
                     if !rows.is_empty() && !fits {
                         break;
                     }

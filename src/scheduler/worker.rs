@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::queue::{Batch, Row};
-use super::{Backend, Generation, SchedulerError, SentenceOutput, Shared};
+use super::{Backend, BackendError, Generation, SchedulerError, SentenceOutput, Shared};
 
 pub(crate) fn run<B: Backend>(shared: Arc<Shared>, mut backend: B) {
     while let Some(batch) = next_batch(&shared) {
@@ -21,7 +21,7 @@ fn next_batch(shared: &Shared) -> Option<Batch> {
     loop {
         let dropped = queue.purge_dead(Instant::now());
         shared.count_dropped(dropped);
-        let batch = queue.take_batch(&shared.config);
+        let batch = queue.take_batch(&shared.config, &shared.limits);
         shared.publish_queue(&queue);
         if batch.is_some() {
             return batch;
@@ -35,55 +35,75 @@ fn next_batch(shared: &Shared) -> Option<Batch> {
 
 fn run_batch<B: Backend>(shared: &Shared, backend: &mut B, batch: Batch) {
     let started = Instant::now();
-    let inputs: Vec<Vec<u32>> = batch.rows.iter().map(|r| r.ids.clone()).collect();
-    let cancelled = |row: usize| {
-        batch
-            .rows
-            .get(row)
-            .is_none_or(|r| r.state.is_dead(Instant::now()))
-    };
     let span = tracing::debug_span!("batch", rows = batch.rows.len());
     let _enter = span.enter();
-    // A panic in one batch must fail only that batch's requests; the loop keeps serving.
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        backend.generate(&inputs, &batch.options, &cancelled)
-    }))
-    .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+    let result = generate_rows(shared, backend, &batch.rows, &batch.options);
     let elapsed = started.elapsed();
     let batch_id = shared.stats.batches.fetch_add(1, Ordering::Relaxed);
     shared
         .metrics
         .batch(batch.rows.len(), batch.padded_tokens, elapsed);
-    match result {
-        Ok(outputs) if outputs.len() == batch.rows.len() => {
-            tracing::debug!(ms = elapsed.as_millis() as u64, "batch done");
-            answer_rows(shared, batch.rows, outputs, (batch_id, started, elapsed));
+    let outputs: Vec<Result<Option<Generation>, BackendError>> = match result {
+        Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+        // The batch's rows are fine; one of them is not what the model takes. Run each row
+        // alone so that only the guilty ones fail.
+        Err(BackendError::Input(_)) if batch.rows.len() > 1 => batch
+            .rows
+            .iter()
+            .map(|row| {
+                let one = std::slice::from_ref(row);
+                generate_rows(shared, backend, one, &batch.options).map(|mut o| o.pop().flatten())
+            })
+            .collect(),
+        Err(error) => {
+            tracing::error!(%error, "batch failed");
+            fail_rows(shared, batch.rows, &error);
+            return;
         }
-        Ok(outputs) => fail_rows(
-            shared,
-            batch.rows,
-            format!(
-                "backend returned {} rows for {} inputs",
-                outputs.len(),
-                inputs.len()
-            ),
-        ),
-        Err(message) => {
-            tracing::error!(error = %message, "batch failed");
-            fail_rows(shared, batch.rows, message);
-        }
+    };
+    tracing::debug!(ms = elapsed.as_millis() as u64, "batch done");
+    answer_rows(shared, batch.rows, outputs, (batch_id, started, elapsed));
+}
+
+/// Runs `rows` on the backend: one result per row (`Ok(None)`: dropped, cancelled). A
+/// panic fails only these rows; the loop keeps serving.
+fn generate_rows<B: Backend>(
+    shared: &Shared,
+    backend: &mut B,
+    rows: &[Row],
+    options: &crate::scheduler::GenOptions,
+) -> Result<Vec<Option<Generation>>, BackendError> {
+    let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
+    let cancelled = |row: usize| {
+        shared.aborted.load(Ordering::Relaxed)
+            || rows
+                .get(row)
+                .is_none_or(|r| r.state.is_dead(Instant::now()))
+    };
+    let outputs = catch_unwind(AssertUnwindSafe(|| {
+        backend.generate(&inputs, options, &cancelled)
+    }))
+    .unwrap_or_else(|panic| Err(BackendError::Internal(panic_message(panic.as_ref()))))?;
+    if outputs.len() != rows.len() {
+        return Err(BackendError::Internal(format!(
+            "backend returned {} rows for {} inputs",
+            outputs.len(),
+            rows.len()
+        )));
     }
+    Ok(outputs)
 }
 
 fn answer_rows(
     shared: &Shared,
     rows: Vec<Row>,
-    outputs: Vec<Option<Generation>>,
+    outputs: Vec<Result<Option<Generation>, BackendError>>,
     (batch, started, elapsed): (u64, Instant, std::time::Duration),
 ) {
     for (row, output) in rows.into_iter().zip(outputs) {
         match output {
-            Some(generation) => {
+            Err(error) => fail_rows(shared, vec![row], &error),
+            Ok(Some(generation)) => {
                 shared
                     .stats
                     .computed_sentences
@@ -104,21 +124,31 @@ fn answer_rows(
                 };
                 let _ = row.reply.send(Ok(out));
             }
-            None => {
+            Ok(None) => {
                 shared.count_dropped(1);
-                let _ = row.reply.send(Err(SchedulerError::DeadlineExceeded));
+                let error = if shared.aborted.load(Ordering::Relaxed) {
+                    SchedulerError::ShuttingDown
+                } else {
+                    SchedulerError::DeadlineExceeded
+                };
+                let _ = row.reply.send(Err(error));
             }
         }
     }
 }
 
-fn fail_rows(shared: &Shared, rows: Vec<Row>, message: String) {
+fn fail_rows(shared: &Shared, rows: Vec<Row>, error: &BackendError) {
     shared.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
     shared.metrics.failed_batch();
     for row in rows {
-        let _ = row
-            .reply
-            .send(Err(SchedulerError::Inference(message.clone())));
+        let error = match error {
+            BackendError::Input(reason) => SchedulerError::InvalidInput {
+                index: row.index,
+                reason: reason.clone(),
+            },
+            BackendError::Internal(message) => SchedulerError::Inference(message.clone()),
+        };
+        let _ = row.reply.send(Err(error));
     }
 }
 

@@ -31,3 +31,12 @@ pub use segment::{
     reassemble, reassemble_paragraph, segment, Document, Paragraph, Segment, SplitKind,
 };
 pub use sentence::ABBREVIATIONS;
+
+/// `s` cut to at most `max_chars` characters, with `…` where it was cut: client strings
+/// (ids, codes, sentences) echoed in statuses and logs must not grow them without bound.
+pub fn clip(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}…", &s[..end]),
+    }
+}

@@ -41,6 +41,16 @@ impl BartTokenizer {
         Self::from_vocab_merges(&vocab, &merges)
     }
 
+    /// The longest token: byte-level BPE writes one byte per character of a token.
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .keys()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, TokenizerError> {
         let bytes = super::read_file(path)?;
         let inner =

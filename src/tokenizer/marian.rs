@@ -125,6 +125,11 @@ impl MarianTokenizer {
         Ok(self.pieces(text)?.len() + 1)
     }
 
+    /// The longest piece in bytes (`▁` decodes to one space, so this is an upper bound).
+    pub fn max_piece_bytes(&self) -> usize {
+        self.vocab.keys().map(String::len).max().unwrap_or(0)
+    }
+
     /// One past the largest id in vocab.json.
     pub fn vocab_size(&self) -> usize {
         self.id_to_piece.len()

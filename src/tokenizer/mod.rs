@@ -106,6 +106,15 @@ impl Tokenizer {
         }
     }
 
+    /// Most bytes one token can add to decoded text: bounds a generation's text by its
+    /// token count.
+    pub fn max_token_bytes(&self) -> usize {
+        match self {
+            Self::Marian(t) => t.max_piece_bytes(),
+            Self::Bart(t) => t.max_token_bytes(),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Marian(t) => t.vocab_size(),
