@@ -135,7 +135,7 @@ pub struct SecurityArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TARJAMA_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// File of API keys, one per line (`#` comments): the Translator service then needs
+    /// File of API keys, one per line (`#` comments): the TranslationService then needs
     /// `authorization: Bearer <key>`; health and reflection stay open.
     #[arg(long, env = "TARJAMA_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,

@@ -14,7 +14,7 @@ use crate::api::Engines;
 use crate::config::{LoadtestArgs, ServeArgs};
 use crate::model::{bench::peak_rss_kib, Device, ModelConfig, Seq2SeqModel};
 use crate::pipeline::{ModelInfo, Task, Translator};
-use crate::proto::translator_client::TranslatorClient;
+use crate::proto::translation_service_client::TranslationServiceClient;
 use crate::proto::{TextInput, TranslateRequest, TranslationOptions};
 use crate::server::{self, StartupError};
 use crate::tokenizer::Tokenizer;
@@ -136,7 +136,7 @@ async fn start_random_server(
     Ok((addr, stop))
 }
 
-async fn connect(addr: &str) -> Result<TranslatorClient<Channel>, LoadtestError> {
+async fn connect(addr: &str) -> Result<TranslationServiceClient<Channel>, LoadtestError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let attempt = Channel::from_shared(format!("http://{addr}"))
@@ -144,7 +144,7 @@ async fn connect(addr: &str) -> Result<TranslatorClient<Channel>, LoadtestError>
             .connect()
             .await;
         match attempt {
-            Ok(channel) => return Ok(TranslatorClient::new(channel)),
+            Ok(channel) => return Ok(TranslationServiceClient::new(channel)),
             Err(e) if Instant::now() > deadline => {
                 return Err(LoadtestError::Connect(addr.into(), e))
             }
@@ -154,7 +154,7 @@ async fn connect(addr: &str) -> Result<TranslatorClient<Channel>, LoadtestError>
 }
 
 /// Waits until the server answers (models loaded).
-async fn wait_ready(client: &mut TranslatorClient<Channel>) {
+async fn wait_ready(client: &mut TranslationServiceClient<Channel>) {
     for _ in 0..600 {
         if client
             .list_models(crate::proto::ListModelsRequest {})
@@ -225,7 +225,7 @@ pub async fn run(args: LoadtestArgs) -> Result<LoadReport, LoadtestError> {
 
 async fn client_loop(
     index: usize,
-    mut client: TranslatorClient<Channel>,
+    mut client: TranslationServiceClient<Channel>,
     texts: Arc<Vec<String>>,
     report: Arc<Mutex<LoadReport>>,
     end: Instant,

@@ -9,12 +9,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
-use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, Engines, TranslatorService};
+use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, Engines, TarjamaService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{Device, ModelError, Seq2SeqModel};
 use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Task, Translator};
-use crate::proto::{self, translator_server::TranslatorServer};
+use crate::proto::{self, translation_service_server::TranslationServiceServer};
 use crate::scheduler::SchedulerConfig;
 use crate::telemetry::{self, TelemetryError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -351,7 +351,7 @@ async fn serve_grpc<H: Health>(
     // v1alpha too: older grpcurl releases and many client libraries speak only that.
     let (reflection_v1, reflection_v1alpha) =
         (reflection().build_v1()?, reflection().build_v1alpha()?);
-    let translator_service = TranslatorServer::new(TranslatorService::new(state.clone()))
+    let translator_service = TranslationServiceServer::new(TarjamaService::new(state.clone()))
         .max_decoding_message_size(args.limits.max_message_bytes)
         .max_encoding_message_size(args.limits.max_response_bytes);
     let translator_service = Authenticated::new(translator_service, api_keys);
@@ -452,7 +452,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
     health.set_service_status("", status).await;
     health
         .set_service_status(
-            <TranslatorServer<TranslatorService> as tonic::server::NamedService>::NAME,
+            <TranslationServiceServer<TarjamaService> as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

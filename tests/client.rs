@@ -14,9 +14,9 @@ use clap::Parser;
 use futures::stream::{self, BoxStream, StreamExt};
 use tarjama::client::{self, ClientReport, Record};
 use tarjama::config::{Cli, ClientArgs, Command};
-use tarjama::proto::article_event::Event;
-use tarjama::proto::translator_server::{Translator, TranslatorServer};
-use tarjama::proto::{self as pb, ArticleEvent, ArticleRequest};
+use tarjama::proto::process_article_stream_response::Event;
+use tarjama::proto::translation_service_server::{TranslationService, TranslationServiceServer};
+use tarjama::proto::{self as pb, ProcessArticleRequest, ProcessArticleStreamResponse};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -160,7 +160,7 @@ async fn translates_a_folder_like_direct_calls() {
         assert!(got.timings.client_ms >= u64::from(got.timings.total_ms));
         let body = std::fs::read_to_string(folder.join(format!("{id}.txt"))).unwrap();
         let want = direct
-            .process_article(ArticleRequest {
+            .process_article(ProcessArticleRequest {
                 id: id.clone(),
                 body,
                 title_from_first_line: true,
@@ -375,8 +375,8 @@ fn busy() -> Status {
     Status::with_error_details(Code::ResourceExhausted, "queue full", details)
 }
 
-fn events(id: &str) -> Vec<Result<ArticleEvent, Status>> {
-    let event = |e| Ok(ArticleEvent { event: Some(e) });
+fn events(id: &str) -> Vec<Result<ProcessArticleStreamResponse, Status>> {
+    let event = |e| Ok(ProcessArticleStreamResponse { event: Some(e) });
     let paragraph = |index, text: &str| {
         event(Event::Paragraph(pb::ArticleParagraph {
             index,
@@ -416,10 +416,10 @@ fn events(id: &str) -> Vec<Result<ArticleEvent, Status>> {
     ]
 }
 
-type EventStream = BoxStream<'static, Result<ArticleEvent, Status>>;
+type EventStream = BoxStream<'static, Result<ProcessArticleStreamResponse, Status>>;
 
 #[tonic::async_trait]
-impl Translator for Fake {
+impl TranslationService for Fake {
     async fn translate(
         &self,
         _: Request<pb::TranslateRequest>,
@@ -427,19 +427,19 @@ impl Translator for Fake {
         Err(Status::unimplemented("fake"))
     }
 
-    type TranslateStreamStream = BoxStream<'static, Result<pb::TranslateResponse, Status>>;
+    type TranslateStreamStream = BoxStream<'static, Result<pb::TranslateStreamResponse, Status>>;
 
     async fn translate_stream(
         &self,
-        _: Request<tonic::Streaming<pb::TranslateRequest>>,
+        _: Request<tonic::Streaming<pb::TranslateStreamRequest>>,
     ) -> Result<Response<Self::TranslateStreamStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
     async fn process_article(
         &self,
-        _: Request<ArticleRequest>,
-    ) -> Result<Response<pb::ArticleResponse>, Status> {
+        _: Request<ProcessArticleRequest>,
+    ) -> Result<Response<pb::ProcessArticleResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
@@ -447,7 +447,7 @@ impl Translator for Fake {
 
     async fn process_article_stream(
         &self,
-        request: Request<ArticleRequest>,
+        request: Request<pb::ProcessArticleStreamRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let auth = request.metadata().get("authorization");
         let auth = auth.and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -498,7 +498,7 @@ async fn serve_fake(fake: Fake, tls: Option<ServerTlsConfig>) -> (SocketAddr, on
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).unwrap();
     }
-    let router = builder.add_service(TranslatorServer::new(fake));
+    let router = builder.add_service(TranslationServiceServer::new(fake));
     tokio::spawn(
         router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stopped.await;

@@ -16,7 +16,7 @@ const DEPLOYMENT: &str = "tarjama";
 const CONTAINER: &str = "tarjama";
 const CONFIG_MAP: &str = "tarjama-config";
 /// The gRPC service name the server reports health for (besides "").
-const HEALTH_SERVICE: &str = "tarjama.v1.Translator";
+const HEALTH_SERVICE: &str = "tarjama.v1.TranslationService";
 /// Read by the logger (`EnvFilter::try_from_env`), not a flag; checked against main.rs.
 const LOG_FILTER_VAR: &str = "TARJAMA_LOG";
 

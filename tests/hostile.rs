@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use tarjama::config::ServeArgs;
 use tarjama::proto::{
-    ArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TextInput, TranslateRequest,
-    TranslationOptions,
+    ProcessArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TextInput,
+    TranslateRequest, TranslationOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -248,7 +249,8 @@ async fn a_stream_that_never_reads_holds_a_bounded_amount_of_work() {
         .connect()
         .await
         .unwrap();
-    let mut client = tarjama::proto::translator_client::TranslatorClient::new(channel);
+    let mut client =
+        tarjama::proto::translation_service_client::TranslationServiceClient::new(channel);
     let before = computed_sentences(&server).await;
     let (tx, rx) = tokio::sync::mpsc::channel(400);
     for i in 0..300 {
@@ -258,7 +260,7 @@ async fn a_stream_that_never_reads_holds_a_bounded_amount_of_work() {
             .unwrap();
     }
     let responses = client
-        .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Into::into))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -309,7 +311,9 @@ async fn unknown_methods_share_one_metrics_label() {
     let mut grpc = tonic::client::Grpc::new(channel);
     for i in 0..5 {
         grpc.ready().await.unwrap();
-        let path = format!("/tarjama.v1.Translator/Random{i}").parse().unwrap();
+        let path = format!("/tarjama.v1.TranslationService/Random{i}")
+            .parse()
+            .unwrap();
         let codec = tonic_prost::ProstCodec::<TranslateRequest, TranslateRequest>::default();
         let err = grpc
             .unary(
@@ -368,7 +372,7 @@ async fn an_article_stream_of_many_lines_is_answered_in_linear_time() {
     let mut client = server.client().await;
     // 20 000 English lines: paragraphs passed through, each built from its own segments.
     let body = "The minister spoke.\n".repeat(20_000);
-    let mut request = tonic::Request::new(ArticleRequest {
+    let mut request = tonic::Request::new(tarjama::proto::ProcessArticleStreamRequest {
         id: "a".into(),
         title: "Title".into(),
         body,
@@ -388,7 +392,9 @@ async fn an_article_stream_of_many_lines_is_answered_in_linear_time() {
         .into_inner();
     let mut paragraphs = 0;
     while let Some(event) = events.message().await.unwrap() {
-        if let Some(tarjama::proto::article_event::Event::Paragraph(_)) = event.event {
+        if let Some(tarjama::proto::process_article_stream_response::Event::Paragraph(_)) =
+            event.event
+        {
             paragraphs += 1;
         }
     }
@@ -488,7 +494,7 @@ async fn shutdown_ends_calls_still_running_after_the_grace_period() {
     // A stream kept open by a client that sends nothing and never closes it.
     let (tx, rx) = tokio::sync::mpsc::channel::<TranslateRequest>(1);
     let mut responses = client
-        .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Into::into))
         .await
         .unwrap()
         .into_inner();
@@ -585,7 +591,9 @@ fn designed(code: Code) -> bool {
 }
 
 async fn hostile_call(
-    client: &mut tarjama::proto::translator_client::TranslatorClient<tonic::transport::Channel>,
+    client: &mut tarjama::proto::translation_service_client::TranslationServiceClient<
+        tonic::transport::Channel,
+    >,
     rng: &mut Rng,
 ) -> Code {
     let limit = 5000;
@@ -634,7 +642,7 @@ async fn hostile_call(
             )
         }
         3 => {
-            let request = ArticleRequest {
+            let request = ProcessArticleRequest {
                 id: "a".into(),
                 title: rng.text(100),
                 body: rng.text(limit),
@@ -645,7 +653,10 @@ async fn hostile_call(
             let stream = rng.chance(50);
             if stream {
                 let reply = client
-                    .process_article_stream(with_timeout(request, timeout))
+                    .process_article_stream(with_timeout(
+                        tarjama::proto::ProcessArticleStreamRequest::from(request),
+                        timeout,
+                    ))
                     .await;
                 match reply {
                     Err(s) => s.code(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use tarjama::proto::{ArticleRequest, TextInput, TranslateRequest};
+use tarjama::proto::{ProcessArticleStreamRequest, TextInput, TranslateRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
@@ -97,7 +97,7 @@ async fn metrics_count_requests_batches_and_tokens() {
     let refused = client.translate(translate_request("")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let mut events = client
-        .process_article_stream(ArticleRequest {
+        .process_article_stream(ProcessArticleStreamRequest {
             id: "a".into(),
             title: "عنوان".into(),
             body: format!("{SENTENCE}\n\n{SENTENCE}"),

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tarjama::proto::translator_client::TranslatorClient;
-use tarjama::proto::{ListModelsRequest, TextInput, TranslateRequest};
+use tarjama::proto::translation_service_client::TranslationServiceClient;
+use tarjama::proto::{ListModelsRequest, TextInput, TranslateRequest, TranslateStreamRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -60,7 +60,7 @@ async fn wait_serving_tls(channel: Channel) {
     for _ in 0..600 {
         let reply = health
             .check(tonic_health::pb::HealthCheckRequest {
-                service: "tarjama.v1.Translator".into(),
+                service: "tarjama.v1.TranslationService".into(),
             })
             .await
             .unwrap();
@@ -95,7 +95,7 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
         .await
         .unwrap();
     let mut probe = tonic_health::pb::health_client::HealthClient::new(health_port.clone());
-    for service in ["", "tarjama.v1.Translator"] {
+    for service in ["", "tarjama.v1.TranslationService"] {
         let reply = probe
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
@@ -105,12 +105,12 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
         assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
     }
     // That port answers health only.
-    let err = TranslatorClient::new(health_port)
+    let err = TranslationServiceClient::new(health_port)
         .translate(one_text())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    let reply = TranslatorClient::new(channel)
+    let reply = TranslationServiceClient::new(channel)
         .translate(one_text())
         .await
         .unwrap()
@@ -124,7 +124,7 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
         .timeout(Duration::from_secs(5));
     let refused = match plain.connect().await {
         Err(_) => true,
-        Ok(channel) => TranslatorClient::new(channel)
+        Ok(channel) => TranslationServiceClient::new(channel)
             .translate(one_text())
             .await
             .is_err(),
@@ -138,7 +138,7 @@ async fn tls_server_accepts_tls_clients_and_refuses_plaintext() {
     let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let untrusted = match tls_channel(&server, &other.cert.pem()).await {
         Err(_) => true,
-        Ok(channel) => TranslatorClient::new(channel)
+        Ok(channel) => TranslationServiceClient::new(channel)
             .translate(one_text())
             .await
             .is_err(),
@@ -206,7 +206,7 @@ async fn api_keys_guard_the_translator_but_not_health_or_reflection() {
     }
     let streamed = client
         .translate_stream(with_key(
-            futures::stream::iter(vec![one_text()]),
+            futures::stream::iter(vec![TranslateStreamRequest::from(one_text())]),
             Some("key-two"),
         ))
         .await
@@ -240,7 +240,7 @@ async fn assert_reflection_open(server: &TestServer) {
     assert!(list
         .service
         .iter()
-        .any(|s| s.name == "tarjama.v1.Translator"));
+        .any(|s| s.name == "tarjama.v1.TranslationService"));
 }
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn json_logs_have_one_line_per_call() {
     .await;
     // Health checks are not RPCs of ours: they leave no request lines.
     wait_serving_tls(channel.clone()).await;
-    let mut client = TranslatorClient::new(channel);
+    let mut client = TranslationServiceClient::new(channel);
     let mut request = tonic::Request::new(one_text());
     request
         .metadata_mut()
@@ -391,7 +391,9 @@ async fn shutdown_does_not_wait_forever_for_an_idle_stream() {
     wait_serving(&server).await;
     let mut client = server.client().await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(one_text()).await.unwrap();
+    tx.send(TranslateStreamRequest::from(one_text()))
+        .await
+        .unwrap();
     let mut replies = client
         .translate_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await

@@ -98,11 +98,18 @@ async fn serve_downloads_a_pinned_revision_once_then_starts_from_the_cache() {
 /// The default summarizer is a movable pull-request ref: served when it resolves to the
 /// commit it was chosen at, refused (with the commit it moved to) otherwise.
 async fn default_summarizer_is_served_only_at_its_commit() {
-    const BART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bart-summarizer");
+    const BART: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny-bart-summarizer"
+    );
     let (repo, revision) = tarjama::config::DEFAULT_SUMMARIZATION_MODEL
         .split_once('@')
         .unwrap();
-    let chosen = format!("{}{}", tarjama::config::DEFAULT_SUMMARIZATION_COMMIT, "0".repeat(32));
+    let chosen = format!(
+        "{}{}",
+        tarjama::config::DEFAULT_SUMMARIZATION_COMMIT,
+        "0".repeat(32)
+    );
     let moved = "1".repeat(40);
     for (sha, served) in [(chosen.as_str(), true), (moved.as_str(), false)] {
         let hub = StandinHub::start(vec![(repo, revision, sha, BART)]);

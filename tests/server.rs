@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use tarjama::model::{Device, Seq2SeqModel};
-use tarjama::proto::article_event::Event;
+use tarjama::proto::process_article_stream_response::Event;
 use tarjama::proto::{
-    ArticleRequest, ListModelsRequest, TextInput, TranslateRequest, TranslateResponse,
-    TranslationOptions,
+    ListModelsRequest, ProcessArticleRequest, ProcessArticleStreamRequest, TextInput,
+    TranslateRequest, TranslateResponse, TranslateStreamRequest, TranslationOptions,
 };
 use tarjama::tokenizer::Tokenizer;
 use tonic::{Code, Status};
@@ -165,15 +165,16 @@ async fn stream_answers_every_id_exactly_once() {
     }
     let expected: usize = requests.iter().map(|r| r.texts.len()).sum();
     let mut stream = client
-        .translate_stream(tokio_stream::iter(requests))
+        .translate_stream(tokio_stream::iter(
+            requests.into_iter().map(TranslateStreamRequest::from),
+        ))
         .await
         .unwrap()
         .into_inner();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut by_id: HashMap<String, String> = HashMap::new();
     while let Some(reply) = stream.message().await.unwrap() {
-        assert_eq!(reply.translations.len(), 1);
-        let t = &reply.translations[0];
+        let t = reply.translation.as_ref().unwrap();
         *seen.entry(t.id.clone()).or_default() += 1;
         by_id.insert(t.id.clone(), t.text.clone());
     }
@@ -322,8 +323,9 @@ async fn invalid_utf8_is_invalid_argument() {
             text: vec![0xd8, 0xb1, 0xff, 0xfe],
         }],
     };
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/tarjama.v1.Translator/Translate");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/tarjama.v1.TranslationService/Translate",
+    );
     let codec = tonic_prost::ProstCodec::<RawTranslateRequest, TranslateResponse>::default();
     let err = grpc
         .unary(tonic::Request::new(body), path, codec)
@@ -389,8 +391,8 @@ const SEED: &str = concat!(
     "/tests/fixtures/seed-article-ar.txt"
 );
 
-fn seed_article() -> ArticleRequest {
-    ArticleRequest {
+fn seed_article() -> ProcessArticleRequest {
+    ProcessArticleRequest {
         id: "seed".into(),
         body: std::fs::read_to_string(SEED).unwrap(),
         source_language: "ar".into(),
@@ -457,7 +459,7 @@ async fn article_stream_events_are_in_order_and_equal_the_unary_result() {
         .unwrap()
         .into_inner();
     let mut stream = client
-        .process_article_stream(seed_article())
+        .process_article_stream(ProcessArticleStreamRequest::from(seed_article()))
         .await
         .unwrap()
         .into_inner();
@@ -495,19 +497,22 @@ async fn article_stream_events_are_in_order_and_equal_the_unary_result() {
 async fn bad_articles_are_refused() {
     let server = start(&[]).await;
     let mut client = server.client().await;
-    let empty = ArticleRequest {
+    let empty = ProcessArticleRequest {
         id: "e".into(),
         ..Default::default()
     };
     let e = client.process_article(empty).await.unwrap_err();
     assert_bad_field(&e, "body", "empty");
-    let long = ArticleRequest {
+    let long = ProcessArticleRequest {
         body: "كلمة ".repeat(1001),
         ..Default::default()
     };
     let e = client.process_article(long.clone()).await.unwrap_err();
     assert_bad_field(&e, "body", "limit is 5000 characters");
-    let e = client.process_article_stream(long).await.unwrap_err();
+    let e = client
+        .process_article_stream(ProcessArticleStreamRequest::from(long))
+        .await
+        .unwrap_err();
     assert_bad_field(&e, "body", "limit is 5000 characters");
     server.stop().await;
 }

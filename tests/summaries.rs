@@ -5,7 +5,7 @@ mod common;
 
 use common::server::start;
 use tarjama::proto::{
-    ArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TranslationOptions,
+    ProcessArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TranslationOptions,
 };
 use tonic::Code;
 
@@ -193,7 +193,7 @@ async fn process_article_returns_a_summary_by_each_method() {
     let mut client = server.client().await;
     for m in [SummaryMethod::Extractive, SummaryMethod::Abstractive] {
         let reply = client
-            .process_article(ArticleRequest {
+            .process_article(ProcessArticleRequest {
                 id: "seed".into(),
                 body: std::fs::read_to_string(SEED).unwrap(),
                 title_from_first_line: true,
@@ -212,7 +212,7 @@ async fn process_article_returns_a_summary_by_each_method() {
         assert_eq!(summary.method, m as i32);
         assert!(!summary.text.is_empty());
     }
-    let request = ArticleRequest {
+    let request = ProcessArticleRequest {
         id: "seed".into(),
         body: "قالت روسيا يوم الاثنين إن الوحدة ستستغرق وقتاً.".into(),
         summary_options: method(SummaryMethod::None),
@@ -229,13 +229,13 @@ async fn process_article_returns_a_summary_by_each_method() {
     );
     // The stream's final event has no summary either.
     let mut events = client
-        .process_article_stream(request)
+        .process_article_stream(tarjama::proto::ProcessArticleStreamRequest::from(request))
         .await
         .unwrap()
         .into_inner();
     let mut done = None;
     while let Some(event) = events.message().await.unwrap() {
-        if let Some(tarjama::proto::article_event::Event::Done(d)) = event.event {
+        if let Some(tarjama::proto::process_article_stream_response::Event::Done(d)) = event.event {
             done = Some(d);
         }
     }

@@ -14,7 +14,7 @@ use super::validate::ArticleJob;
 use crate::pipeline::{
     summarize_english, PreparedText, TranslatedParagraph, TranslatedText, Translator,
 };
-use crate::proto::{self, article_event::Event};
+use crate::proto::{self, process_article_stream_response::Event};
 
 /// Paragraphs buffered between the translation and a slow client.
 const PARAGRAPH_BUFFER: usize = 16;
@@ -79,7 +79,7 @@ pub async fn process(
     engines: &Engines,
     job: ArticleJob,
     deadline: Option<Instant>,
-) -> Result<proto::ArticleResponse, Status> {
+) -> Result<proto::ProcessArticleResponse, Status> {
     let translator = &engines.translator;
     let parts = prepare(translator, &job).await?;
     let (title, body) = tokio::try_join!(
@@ -115,10 +115,10 @@ fn response(
     job: &ArticleJob,
     title: Option<TranslatedText>,
     body: Option<TranslatedText>,
-) -> proto::ArticleResponse {
+) -> proto::ProcessArticleResponse {
     let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
     let info = translator.info();
-    proto::ArticleResponse {
+    proto::ProcessArticleResponse {
         id: job.id.clone(),
         title: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
         title_segments: title
@@ -142,7 +142,7 @@ pub async fn stream(
     engines: &Engines,
     job: ArticleJob,
     deadline: Option<Instant>,
-    tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
+    tx: &mpsc::Sender<Result<proto::ProcessArticleStreamResponse, Status>>,
 ) -> Result<UsageTotals, Status> {
     let translator = &engines.translator;
     let parts = prepare(translator, &job).await?;
@@ -197,13 +197,15 @@ pub async fn stream(
 }
 
 async fn send(
-    tx: &mpsc::Sender<Result<proto::ArticleEvent, Status>>,
+    tx: &mpsc::Sender<Result<proto::ProcessArticleStreamResponse, Status>>,
     event: Event,
 ) -> Result<(), Status> {
-    tx.send(Ok(proto::ArticleEvent { event: Some(event) }))
-        .await
-        // The client went away: stop, which drops (and so cancels) the work in flight.
-        .map_err(|_| Status::cancelled("the client went away"))
+    tx.send(Ok(proto::ProcessArticleStreamResponse {
+        event: Some(event),
+    }))
+    .await
+    // The client went away: stop, which drops (and so cancels) the work in flight.
+    .map_err(|_| Status::cancelled("the client went away"))
 }
 
 /// Usage and timings of an article's parts together.

@@ -1,4 +1,4 @@
-//! API keys: a wrapper around the Translator service that refuses calls without a valid
+//! API keys: a wrapper around the TranslationService that refuses calls without a valid
 //! `authorization: Bearer <key>`. Health and reflection are not wrapped, so probes and
 //! grpcurl's discovery keep working without a key.
 //!

@@ -85,3 +85,55 @@ pub fn summary_method(method: SummaryMethod) -> proto::SummaryMethod {
         SummaryMethod::Abstractive => proto::SummaryMethod::Abstractive,
     }
 }
+
+/// A TranslateStream message carries a TranslateRequest's fields.
+impl From<proto::TranslateStreamRequest> for proto::TranslateRequest {
+    fn from(r: proto::TranslateStreamRequest) -> Self {
+        Self {
+            texts: r.texts,
+            source_language: r.source_language,
+            target_language: r.target_language,
+            options: r.options,
+        }
+    }
+}
+
+/// ProcessArticle and ProcessArticleStream take the same fields.
+impl From<proto::ProcessArticleStreamRequest> for proto::ProcessArticleRequest {
+    fn from(r: proto::ProcessArticleStreamRequest) -> Self {
+        Self {
+            id: r.id,
+            title: r.title,
+            body: r.body,
+            source_language: r.source_language,
+            options: r.options,
+            summary_options: r.summary_options,
+            title_from_first_line: r.title_from_first_line,
+        }
+    }
+}
+
+impl From<proto::ProcessArticleRequest> for proto::ProcessArticleStreamRequest {
+    fn from(r: proto::ProcessArticleRequest) -> Self {
+        Self {
+            id: r.id,
+            title: r.title,
+            body: r.body,
+            source_language: r.source_language,
+            options: r.options,
+            summary_options: r.summary_options,
+            title_from_first_line: r.title_from_first_line,
+        }
+    }
+}
+
+impl From<proto::TranslateRequest> for proto::TranslateStreamRequest {
+    fn from(r: proto::TranslateRequest) -> Self {
+        Self {
+            texts: r.texts,
+            source_language: r.source_language,
+            target_language: r.target_language,
+            options: r.options,
+        }
+    }
+}

@@ -11,10 +11,10 @@ mod status;
 pub mod validate;
 
 pub use auth::{ApiKeys, ApiKeysError, Authenticated};
-pub use service::TranslatorService;
+pub use service::TarjamaService;
 pub use state::{AppState, Engines};
 
-/// The RPCs of the Translator service, as metrics and logs name them.
+/// The RPCs of the TranslationService, as metrics and logs name them.
 pub const RPCS: [&str; 6] = [
     "Translate",
     "TranslateStream",

@@ -1,4 +1,4 @@
-//! The `tarjama.v1.Translator` service.
+//! The `tarjama.v1.TranslationService` service.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use super::validate::{self, Limits, SummarizeJob, TextJob, TranslateJob};
 use crate::pipeline::{
     summarize_english, SourceLanguage, TextError, TranslateOptions, TranslatedText, Translator,
 };
-use crate::proto::{self, translator_server};
+use crate::proto::{self, translation_service_server};
 
 /// Texts of one stream in flight (translating, or translated and not yet handed to the
 /// transport); more wait, and the stream stops reading (HTTP/2 flow control then pushes back
@@ -32,20 +32,20 @@ const STREAM_TEXTS_IN_FLIGHT: usize = 32;
 const STREAM_BUFFER: usize = 4;
 
 #[derive(Clone)]
-pub struct TranslatorService {
+pub struct TarjamaService {
     state: Arc<AppState>,
 }
 
-impl TranslatorService {
+impl TarjamaService {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
     }
 }
 
-type StreamOut = ReceiverStream<Result<proto::TranslateResponse, Status>>;
+type StreamOut = ReceiverStream<Result<proto::TranslateStreamResponse, Status>>;
 
 #[tonic::async_trait]
-impl translator_server::Translator for TranslatorService {
+impl translation_service_server::TranslationService for TarjamaService {
     async fn translate(
         &self,
         request: Request<proto::TranslateRequest>,
@@ -72,7 +72,7 @@ impl translator_server::Translator for TranslatorService {
 
     async fn translate_stream(
         &self,
-        request: Request<Streaming<proto::TranslateRequest>>,
+        request: Request<Streaming<proto::TranslateStreamRequest>>,
     ) -> Result<Response<StreamOut>, Status> {
         // A stream lives as long as its client feeds it; the default timeout bounds each
         // of its texts instead.
@@ -100,8 +100,8 @@ impl translator_server::Translator for TranslatorService {
 
     async fn process_article(
         &self,
-        request: Request<proto::ArticleRequest>,
-    ) -> Result<Response<proto::ArticleResponse>, Status> {
+        request: Request<proto::ProcessArticleRequest>,
+    ) -> Result<Response<proto::ProcessArticleResponse>, Status> {
         let ctx = RequestContext::new("ProcessArticle", request.metadata(), self.state.policy());
         let deadline = ctx.deadline();
         let work = async {
@@ -113,11 +113,12 @@ impl translator_server::Translator for TranslatorService {
         unary(ctx, work, |r| vec![(r.usage, r.timings)]).await
     }
 
-    type ProcessArticleStreamStream = ReceiverStream<Result<proto::ArticleEvent, Status>>;
+    type ProcessArticleStreamStream =
+        ReceiverStream<Result<proto::ProcessArticleStreamResponse, Status>>;
 
     async fn process_article_stream(
         &self,
-        request: Request<proto::ArticleRequest>,
+        request: Request<proto::ProcessArticleStreamRequest>,
     ) -> Result<Response<Self::ProcessArticleStreamStream>, Status> {
         let ctx = RequestContext::new(
             "ProcessArticleStream",
@@ -125,8 +126,9 @@ impl translator_server::Translator for TranslatorService {
             self.state.policy(),
         );
         let engines = self.state.engines().map_err(|s| ctx.refuse(s))?;
-        let job = validate::article_request(request.into_inner(), &self.state.limits(&engines))
-            .map_err(|s| ctx.refuse(s.into()))?;
+        let job =
+            validate::article_request(request.into_inner().into(), &self.state.limits(&engines))
+                .map_err(|s| ctx.refuse(s.into()))?;
         Ok(stream_response(
             ctx,
             STREAM_BUFFER,
@@ -289,7 +291,7 @@ async fn summarize_job(
 struct TextStream {
     limits: Limits,
     translator: Arc<Translator>,
-    tx: mpsc::Sender<Result<proto::TranslateResponse, Status>>,
+    tx: mpsc::Sender<Result<proto::TranslateStreamResponse, Status>>,
     /// The client's deadline for the whole stream, if it sent one.
     deadline: Option<Instant>,
     policy: CallPolicy,
@@ -311,7 +313,7 @@ impl TextStream {
     /// while they are taken, the stream reads nothing more.
     async fn drive(
         self,
-        mut incoming: Streaming<proto::TranslateRequest>,
+        mut incoming: Streaming<proto::TranslateStreamRequest>,
     ) -> Result<UsageTotals, Status> {
         let mut totals = UsageTotals::default();
         let slots = Arc::new(Semaphore::new(STREAM_TEXTS_IN_FLIGHT));
@@ -339,7 +341,7 @@ impl TextStream {
                 _ = self.tx.closed() => return Err(client_gone()),
                 message = incoming.message(), if input_open && pending.is_empty() => match message? {
                     Some(request) => {
-                        let job = validate::translate_request(request, &self.limits)?;
+                        let job = validate::translate_request(request.into(), &self.limits)?;
                         let (language, options) = (job.language, job.options);
                         pending.extend(job.texts.into_iter().map(|t| (t, language, options.clone())));
                     }
@@ -353,7 +355,7 @@ impl TextStream {
                     })?;
                     let translation = convert::translation(id, done, self.translator.info());
                     totals.add((translation.usage, translation.timings));
-                    let response = proto::TranslateResponse { translations: vec![translation] };
+                    let response = proto::TranslateStreamResponse { translation: Some(translation) };
                     if self.tx.send(Ok(response)).await.is_err() {
                         return Err(client_gone());
                     }

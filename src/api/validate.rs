@@ -245,7 +245,7 @@ fn translation_options(
 }
 
 pub fn article_request(
-    request: proto::ArticleRequest,
+    request: proto::ProcessArticleRequest,
     limits: &Limits,
 ) -> Result<ArticleJob, InvalidRequest> {
     let mut check = Checker::default();

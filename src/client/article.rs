@@ -11,7 +11,7 @@ use super::input::{self, Article, Item};
 use super::output::{Record, RecordTimings, RecordUsage};
 use super::retry::{self, RetryPolicy};
 use crate::config::ClientSummary;
-use crate::proto::{self, article_event::Event};
+use crate::proto::{self, process_article_stream_response::Event};
 
 /// Extra time given to a stream past its deadline before the client gives up on its own:
 /// the server normally ends it first, with DEADLINE_EXCEEDED, and that message is better.
@@ -62,8 +62,8 @@ pub async fn process(client: Client, item: Item, options: &CallOptions) -> Outco
     }
 }
 
-fn request(id: &str, article: Article, options: &CallOptions) -> proto::ArticleRequest {
-    proto::ArticleRequest {
+fn request(id: &str, article: Article, options: &CallOptions) -> proto::ProcessArticleRequest {
+    proto::ProcessArticleRequest {
         id: id.to_string(),
         title: article.title,
         body: article.body,
@@ -95,10 +95,10 @@ fn summary_options(summary: ClientSummary) -> Option<proto::SummaryOptions> {
 /// article over, since a partial article is of no use.
 async fn attempt(
     mut client: Client,
-    request: proto::ArticleRequest,
+    request: proto::ProcessArticleRequest,
     timeout: Duration,
 ) -> Result<Streamed, Status> {
-    let mut call = tonic::Request::new(request);
+    let mut call = tonic::Request::new(proto::ProcessArticleStreamRequest::from(request));
     call.set_timeout(timeout);
     let work = async {
         let mut events = client.process_article_stream(call).await?.into_inner();
@@ -128,7 +128,7 @@ struct Streamed {
 }
 
 impl Streamed {
-    fn push(&mut self, event: proto::ArticleEvent) {
+    fn push(&mut self, event: proto::ProcessArticleStreamResponse) {
         match event.event {
             Some(Event::Title(title)) => self.title = title.text,
             Some(Event::Paragraph(p)) => {
@@ -219,7 +219,7 @@ mod tests {
     fn paragraphs_are_joined_in_index_order() {
         let mut s = Streamed::default();
         for (index, text) in [(1, "b"), (0, "a")] {
-            s.push(proto::ArticleEvent {
+            s.push(proto::ProcessArticleStreamResponse {
                 event: Some(Event::Paragraph(proto::ArticleParagraph {
                     index,
                     text: text.into(),

@@ -11,9 +11,9 @@ use tonic::{Request, Status};
 
 use super::ClientError;
 use crate::config::ClientArgs;
-use crate::proto::translator_client::TranslatorClient;
+use crate::proto::translation_service_client::TranslationServiceClient;
 
-pub type Client = TranslatorClient<InterceptedService<Channel, ApiKey>>;
+pub type Client = TranslationServiceClient<InterceptedService<Channel, ApiKey>>;
 
 /// Adds `authorization: Bearer <key>` to every call when a key is set.
 #[derive(Clone)]
@@ -53,7 +53,7 @@ pub async fn connect(args: &ClientArgs) -> Result<Client, ClientError> {
         message: error_chain(&e),
     })?;
     let auth = ApiKey::new(args.api_key.as_deref())?;
-    Ok(TranslatorClient::with_interceptor(channel, auth))
+    Ok(TranslationServiceClient::with_interceptor(channel, auth))
 }
 
 async fn endpoint(args: &ClientArgs) -> Result<Endpoint, ClientError> {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use std::time::Duration;
 use tarjama::config::{Cli, Command, ServeArgs};
-use tarjama::proto::translator_client::TranslatorClient;
+use tarjama::proto::translation_service_client::TranslationServiceClient;
 use tarjama::server;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -37,8 +37,8 @@ impl TestServer {
             .unwrap()
     }
 
-    pub async fn client(&self) -> TranslatorClient<Channel> {
-        TranslatorClient::new(self.channel().await)
+    pub async fn client(&self) -> TranslationServiceClient<Channel> {
+        TranslationServiceClient::new(self.channel().await)
     }
 
     pub async fn stop(self) {
@@ -135,7 +135,7 @@ pub async fn health(server: &TestServer) -> ServingStatus {
     let mut client = HealthClient::new(server.channel().await);
     let reply = client
         .check(HealthCheckRequest {
-            service: "tarjama.v1.Translator".into(),
+            service: "tarjama.v1.TranslationService".into(),
         })
         .await
         .unwrap();
