@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use crate::api::Engines;
 use crate::config::{LoadtestArgs, ServeArgs};
 use crate::model::{bench::peak_rss_kib, Device, ModelConfig, Seq2SeqModel};
+use crate::pipeline::Engines;
 use crate::pipeline::{ModelInfo, Task, Translator};
 use crate::proto::translation_service_client::TranslationServiceClient;
 use crate::proto::{TextInput, TranslateRequest, TranslationOptions};

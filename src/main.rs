@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use tarjama::config::{BenchArgs, Cli, Command, LogFormat, ServeArgs, TranslateArgs};
+use tarjama::model::GenerationOverrides;
 use tarjama::model::Seq2SeqModel;
-use tarjama::pipeline::{SourceLanguage, TranslateOptions, Translator};
+use tarjama::pipeline::{SourceLanguage, Translator};
 use tarjama::scheduler::SchedulerConfig;
 use tarjama::server;
 
@@ -116,11 +117,7 @@ fn translate(args: TranslateArgs) -> Result<()> {
     }
     let info = server::model_info(&resolved, &model, tarjama::pipeline::Task::Translation);
     let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
-    let options = TranslateOptions {
-        num_beams: args.beam_size,
-        max_new_tokens: args.max_new_tokens,
-        length_penalty: None,
-    };
+    let options = cli_options(&args);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -152,6 +149,15 @@ fn translate(args: TranslateArgs) -> Result<()> {
 }
 
 /// One model input, exactly as given: what parity checks against other implementations use.
+/// The generation options `translate` was given.
+fn cli_options(args: &TranslateArgs) -> GenerationOverrides {
+    GenerationOverrides {
+        num_beams: args.beam_size.map(|b| b.max(1)),
+        max_new_tokens: args.max_new_tokens,
+        ..Default::default()
+    }
+}
+
 fn translate_raw(
     args: &TranslateArgs,
     text: &str,
@@ -159,13 +165,9 @@ fn translate_raw(
     tokenizer: &tarjama::tokenizer::Tokenizer,
 ) -> Result<()> {
     let ids = tokenizer.encode(text)?;
-    let mut params = model.generation_defaults();
-    if let Some(beams) = args.beam_size {
-        params.num_beams = beams.max(1);
-    }
-    if let Some(max_new) = args.max_new_tokens {
-        params.max_new_tokens = Some(max_new);
-    }
+    let params = model
+        .generation_defaults()
+        .with_overrides(&cli_options(args));
     let generated = model
         .generate(&[ids], &params, &|_| false)?
         .into_iter()
@@ -259,7 +261,7 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
             max_sentences: args.max_sentences,
             max_words: args.max_words,
         },
-        generation: TranslateOptions::default(),
+        generation: GenerationOverrides::default(),
     };
     let summarizer = match args.method {
         SummaryMethodArg::Extractive => None,

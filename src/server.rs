@@ -9,11 +9,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
-use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, Engines, TarjamaService};
+use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, TarjamaService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{Device, ModelError, Seq2SeqModel};
-use crate::pipeline::{ModelInfo, PipelineError, Summarizer, Task, Translator};
+use crate::pipeline::{Engines, ModelInfo, PipelineError, Summarizer, Task, Translator};
 use crate::proto::{self, translation_service_server::TranslationServiceServer};
 use crate::scheduler::SchedulerConfig;
 use crate::telemetry::{self, TelemetryError};

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tarjama::scheduler::{
-    Backend, BackendError, GenOptions, Generation, ModelLimits, Scheduler, SchedulerConfig,
-    SchedulerError,
+    Backend, BackendError, Generation, GenerationOverrides, ModelLimits, Scheduler,
+    SchedulerConfig, SchedulerError,
 };
 
 /// Answers each row with its ids reversed; "decodes" in `steps` steps of `step` each,
@@ -53,7 +53,7 @@ impl Backend for TestBackend {
     fn generate(
         &mut self,
         inputs: &[Vec<u32>],
-        _options: &GenOptions,
+        _options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
         self.started.fetch_add(1, Ordering::SeqCst);
@@ -112,8 +112,8 @@ fn config() -> SchedulerConfig {
     }
 }
 
-fn greedy() -> GenOptions {
-    GenOptions {
+fn greedy() -> GenerationOverrides {
+    GenerationOverrides {
         num_beams: Some(1),
         ..Default::default()
     }
@@ -342,7 +342,7 @@ async fn a_request_over_the_per_request_budget_is_refused_for_good() {
             limit: 100
         }
     );
-    let beams = GenOptions {
+    let beams = GenerationOverrides {
         num_beams: Some(4),
         ..Default::default()
     };
@@ -445,7 +445,7 @@ async fn batches_are_cut_to_their_worst_case_memory() {
     assert_eq!(*backend.batch_sizes.lock().unwrap(), vec![3, 3, 2]);
     // Fewer steps allowed: more rows fit.
     backend.batch_sizes.lock().unwrap().clear();
-    let short = GenOptions {
+    let short = GenerationOverrides {
         num_beams: Some(1),
         max_new_tokens: Some(45),
         ..Default::default()

@@ -1,78 +1,32 @@
-//! ProcessArticle and ProcessArticleStream: title and body translated concurrently, the body
-//! streamed paragraph by paragraph.
+//! ProcessArticle and ProcessArticleStream: the pipeline's article mapped to protobuf, the
+//! stream's events sent as the pipeline reports them.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::context::UsageTotals;
 use super::convert;
-use super::state::Engines;
 use super::status::field_status;
 use super::validate::ArticleJob;
 use crate::pipeline::{
-    summarize_english, PreparedText, TranslatedParagraph, TranslatedText, Translator,
+    translate_article, ArticleError, ArticlePart, ArticleProgress, Engines, ModelInfo, Totals,
+    TranslatedArticle, TranslatedText,
 };
 use crate::proto::{self, process_article_stream_response::Event};
 
-/// Paragraphs buffered between the translation and a slow client.
-const PARAGRAPH_BUFFER: usize = 16;
+/// Progress events buffered between the pipeline and a slow client.
+const EVENT_BUFFER: usize = 4;
 
-/// Title and body prepared (a blank part is `None`), the article's cost admitted as a
-/// whole before either is queued.
-struct PreparedArticle {
-    title: Option<PreparedText>,
-    body: Option<PreparedText>,
-}
-
-async fn prepare_part(
-    translator: &Translator,
-    field: &str,
-    text: &str,
-    job: &ArticleJob,
-) -> Result<Option<PreparedText>, Status> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    let prepared = translator
-        .prepare(text.to_string(), job.language)
-        .await
-        .map_err(|e| field_status(field, e))?;
-    Ok(Some(prepared))
-}
-
-async fn prepare(translator: &Translator, job: &ArticleJob) -> Result<PreparedArticle, Status> {
-    let (title, body) = tokio::try_join!(
-        prepare_part(translator, "title", &job.title, job),
-        prepare_part(translator, "body", &job.body, job),
-    )?;
-    let cost = [&title, &body]
-        .into_iter()
-        .flatten()
-        .map(|p| translator.cost(p, &job.options))
-        .fold(Default::default(), |a, b| a + b);
-    translator
-        .admit(cost)
-        .map_err(|e| field_status("body", e))?;
-    Ok(PreparedArticle { title, body })
-}
-
-/// Translates a prepared part (none when it was blank).
-async fn run_part(
-    translator: &Translator,
-    part: Option<PreparedText>,
-    job: &ArticleJob,
-    deadline: Option<Instant>,
-    progress: Option<&mpsc::Sender<TranslatedParagraph>>,
-) -> Result<Option<TranslatedText>, Status> {
-    let Some(part) = part else {
-        return Ok(None);
+/// The status of a failed article, naming the field at fault.
+fn article_status(e: ArticleError) -> Status {
+    let field = match e.part {
+        ArticlePart::Title => "title",
+        ArticlePart::Body => "body",
+        ArticlePart::Whole => "",
     };
-    let done = translator
-        .run(part, &job.options, deadline, progress)
-        .await?;
-    Ok(Some(done))
+    field_status(field, e.error)
 }
 
 pub async fn process(
@@ -80,58 +34,36 @@ pub async fn process(
     job: ArticleJob,
     deadline: Option<Instant>,
 ) -> Result<proto::ProcessArticleResponse, Status> {
-    let translator = &engines.translator;
-    let parts = prepare(translator, &job).await?;
-    let (title, body) = tokio::try_join!(
-        run_part(translator, parts.title, &job, deadline, None),
-        run_part(translator, parts.body, &job, deadline, None),
-    )?;
-    let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
-    let mut response = response(translator, &job, title, body);
-    response.summary = summary;
-    Ok(response)
+    let done = translate_article(engines, &job.article, deadline, None)
+        .await
+        .map_err(article_status)?;
+    Ok(response(engines.translator.info(), &job, done))
 }
 
-/// The English article's summary (of the body; of the title when there is no body).
-async fn summary(
-    engines: &Engines,
-    job: &ArticleJob,
-    title: Option<&TranslatedText>,
-    body: Option<&TranslatedText>,
-    deadline: Option<Instant>,
-) -> Result<Option<proto::Summary>, Status> {
-    let Some(request) = &job.summary else {
-        return Ok(None);
-    };
-    let Some(english) = body.or(title).map(|t| t.text.clone()) else {
-        return Ok(None);
-    };
-    let out = summarize_english(engines.summarizer.as_deref(), english, request, deadline).await?;
-    Ok(Some(convert::summary(&out)))
+fn segments(part: Option<&TranslatedText>, offset: usize) -> Vec<proto::Segment> {
+    part.map_or_else(Vec::new, |t| convert::segments(&t.segments, offset))
+}
+
+fn text(part: Option<&TranslatedText>) -> String {
+    part.map(|t| t.text.clone()).unwrap_or_default()
 }
 
 fn response(
-    translator: &Translator,
+    info: &ModelInfo,
     job: &ArticleJob,
-    title: Option<TranslatedText>,
-    body: Option<TranslatedText>,
+    done: TranslatedArticle,
 ) -> proto::ProcessArticleResponse {
-    let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
-    let info = translator.info();
+    let (title, body) = (done.title.as_ref(), done.body.as_ref());
     proto::ProcessArticleResponse {
         id: job.id.clone(),
-        title: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
-        title_segments: title
-            .as_ref()
-            .map_or_else(Vec::new, |t| convert::segments(&t.segments, 0)),
-        body: body.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
-        segments: body.as_ref().map_or_else(Vec::new, |t| {
-            convert::segments(&t.segments, job.body_offset)
-        }),
-        summary: None,
-        detected_language: totals.language.to_string(),
-        usage: Some(totals.usage()),
-        timings: Some(totals.timings()),
+        title: text(title),
+        title_segments: segments(title, 0),
+        body: text(body),
+        segments: segments(body, job.body_offset),
+        summary: done.summary.as_ref().map(convert::summary),
+        detected_language: done.totals.language.to_string(),
+        usage: Some(usage(&done.totals)),
+        timings: Some(timings(&done.totals)),
         model: info.id.clone(),
         model_revision: info.revision.clone(),
     }
@@ -144,55 +76,50 @@ pub async fn stream(
     deadline: Option<Instant>,
     tx: &mpsc::Sender<Result<proto::ProcessArticleStreamResponse, Status>>,
 ) -> Result<UsageTotals, Status> {
-    let translator = &engines.translator;
-    let parts = prepare(translator, &job).await?;
-    let (paragraph_tx, mut paragraphs) = mpsc::channel(PARAGRAPH_BUFFER);
-    let body = async {
-        let done = run_part(translator, parts.body, &job, deadline, Some(&paragraph_tx)).await;
-        drop(paragraph_tx);
-        done
+    let (progress_tx, mut progress) = mpsc::channel(EVENT_BUFFER);
+    let work = async {
+        let done = translate_article(engines, &job.article, deadline, Some(&progress_tx)).await;
+        drop(progress_tx);
+        done.map_err(article_status)
     };
     let forward = async {
-        let title = run_part(translator, parts.title, &job, deadline, None).await?;
-        let event = Event::Title(proto::ArticleTitle {
-            id: job.id.clone(),
-            text: title.as_ref().map(|t| t.text.clone()).unwrap_or_default(),
-            segments: title
-                .as_ref()
-                .map_or_else(Vec::new, |t| convert::segments(&t.segments, 0)),
-        });
-        send(tx, event).await?;
         let mut count = 0u32;
-        while let Some(p) = paragraphs.recv().await {
-            if p.text.is_empty() {
-                continue;
-            }
-            let event = Event::Paragraph(proto::ArticleParagraph {
-                index: count,
-                text: p.text,
-                segments: convert::segments(&p.segments, job.body_offset),
-            });
+        while let Some(event) = progress.recv().await {
+            let event = match event {
+                ArticleProgress::Title(title) => Event::Title(proto::ArticleTitle {
+                    id: job.id.clone(),
+                    text: text(title.as_ref()),
+                    segments: segments(title.as_ref(), 0),
+                }),
+                // An empty paragraph (nothing translated in it) is not an event.
+                ArticleProgress::Paragraph(p) if p.text.is_empty() => continue,
+                ArticleProgress::Paragraph(p) => {
+                    count += 1;
+                    Event::Paragraph(proto::ArticleParagraph {
+                        index: count - 1,
+                        text: p.text,
+                        segments: convert::segments(&p.segments, job.body_offset),
+                    })
+                }
+            };
             send(tx, event).await?;
-            count += 1;
         }
-        Ok((title, count))
+        Ok::<_, Status>(count)
     };
-    let (body, (title, count)) = tokio::try_join!(body, forward)?;
-    let summary = summary(engines, &job, title.as_ref(), body.as_ref(), deadline).await?;
-    let totals = Totals::of(&[title.as_ref(), body.as_ref()]);
-    let info = translator.info();
-    let (usage, timings) = (Some(totals.usage()), Some(totals.timings()));
-    let done = Event::Done(proto::ArticleDone {
+    let (done, count) = tokio::try_join!(work, forward)?;
+    let info = engines.translator.info();
+    let (usage, timings) = (Some(usage(&done.totals)), Some(timings(&done.totals)));
+    let event = Event::Done(proto::ArticleDone {
         id: job.id.clone(),
         paragraphs: count,
-        detected_language: totals.language.to_string(),
+        detected_language: done.totals.language.to_string(),
         usage,
         timings,
-        summary,
+        summary: done.summary.as_ref().map(convert::summary),
         model: info.id.clone(),
         model_revision: info.revision.clone(),
     });
-    send(tx, done).await?;
+    send(tx, event).await?;
     Ok(UsageTotals::of([(usage, timings)]))
 }
 
@@ -208,45 +135,18 @@ async fn send(
     .map_err(|_| Status::cancelled("the client went away"))
 }
 
-/// Usage and timings of an article's parts together.
-struct Totals {
-    language: &'static str,
-    input_tokens: usize,
-    output_tokens: usize,
-    sentences: usize,
-    queue: Duration,
-    inference: Duration,
-    total: Duration,
+fn usage(t: &Totals) -> proto::Usage {
+    proto::Usage {
+        input_tokens: convert::clamp(t.input_tokens),
+        output_tokens: convert::clamp(t.output_tokens),
+        sentences: convert::clamp(t.sentences),
+    }
 }
 
-impl Totals {
-    fn of(parts: &[Option<&TranslatedText>]) -> Self {
-        let parts: Vec<&TranslatedText> = parts.iter().flatten().copied().collect();
-        Self {
-            // The body decides; a title alone speaks for itself.
-            language: parts.last().map_or("ar", |p| p.detected_language),
-            input_tokens: parts.iter().map(|p| p.input_tokens).sum(),
-            output_tokens: parts.iter().map(|p| p.output_tokens).sum(),
-            sentences: parts.iter().map(|p| p.segments.len()).sum(),
-            queue: parts.iter().map(|p| p.queue_time).max().unwrap_or_default(),
-            inference: parts.iter().map(|p| p.inference_time).sum(),
-            total: parts.iter().map(|p| p.total_time).max().unwrap_or_default(),
-        }
-    }
-
-    fn usage(&self) -> proto::Usage {
-        proto::Usage {
-            input_tokens: convert::clamp(self.input_tokens),
-            output_tokens: convert::clamp(self.output_tokens),
-            sentences: convert::clamp(self.sentences),
-        }
-    }
-
-    fn timings(&self) -> proto::Timings {
-        proto::Timings {
-            queue_ms: convert::ms(self.queue),
-            inference_ms: convert::ms(self.inference),
-            total_ms: convert::ms(self.total),
-        }
+fn timings(t: &Totals) -> proto::Timings {
+    proto::Timings {
+        queue_ms: convert::ms(t.queue),
+        inference_ms: convert::ms(t.inference),
+        total_ms: convert::ms(t.total),
     }
 }

@@ -12,7 +12,7 @@ pub mod validate;
 
 pub use auth::{ApiKeys, ApiKeysError, Authenticated};
 pub use service::TarjamaService;
-pub use state::{AppState, Engines};
+pub use state::AppState;
 
 /// The RPCs of the TranslationService, as metrics and logs name them.
 pub const RPCS: [&str; 6] = [

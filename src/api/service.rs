@@ -15,11 +15,12 @@ use tracing::Instrument;
 use super::article;
 use super::context::{CallPolicy, RequestContext, UsageParts, UsageTotals};
 use super::convert;
-use super::state::{AppState, Engines};
+use super::state::AppState;
 use super::status::field_status;
 use super::validate::{self, Limits, SummarizeJob, TextJob, TranslateJob};
+use crate::model::GenerationOverrides;
 use crate::pipeline::{
-    summarize_english, SourceLanguage, TextError, TranslateOptions, TranslatedText, Translator,
+    summarize_text, Engines, SourceLanguage, TextError, TranslatedText, Translator,
 };
 use crate::proto::{self, translation_service_server};
 
@@ -246,32 +247,16 @@ async fn summarize_job(
     job: SummarizeJob,
     deadline: Option<Instant>,
 ) -> Result<proto::SummarizeResponse, Status> {
-    let started = Instant::now();
-    let (english, translation) = if job.arabic {
-        let done = engines
-            .translator
-            .translate(job.text, SourceLanguage::Arabic, &job.translation, deadline)
-            .await?;
-        (done.text.clone(), Some(done))
-    } else {
-        (job.text, None)
-    };
-    let out = summarize_english(
-        engines.summarizer.as_deref(),
-        english,
+    let done = summarize_text(
+        engines,
+        job.text,
+        job.arabic,
         &job.summary,
+        &job.translation,
         deadline,
     )
     .await?;
-    let summary = convert::summary(&out);
-    let queue = translation
-        .as_ref()
-        .map_or(Default::default(), |t| t.queue_time)
-        + out.queue_time;
-    let inference = translation
-        .as_ref()
-        .map_or(Default::default(), |t| t.inference_time)
-        + out.inference_time;
+    let summary = convert::summary(&done.summary);
     Ok(proto::SummarizeResponse {
         text: summary.text,
         method: summary.method,
@@ -279,11 +264,11 @@ async fn summarize_job(
         input_truncated: summary.input_truncated,
         usage: summary.usage,
         timings: Some(proto::Timings {
-            queue_ms: convert::ms(queue),
-            inference_ms: convert::ms(inference),
-            total_ms: convert::ms(started.elapsed()),
+            queue_ms: convert::ms(done.queue_time),
+            inference_ms: convert::ms(done.inference_time),
+            total_ms: convert::ms(done.total_time),
         }),
-        translation: translation.map(|t| t.text).unwrap_or_default(),
+        translation: done.translation.map(|t| t.text).unwrap_or_default(),
     })
 }
 
@@ -322,7 +307,7 @@ impl TextStream {
             .max_request_tokens()
             .min(Semaphore::MAX_PERMITS);
         let tokens = Arc::new(Semaphore::new(budget));
-        let mut pending: VecDeque<(TextJob, SourceLanguage, TranslateOptions)> = VecDeque::new();
+        let mut pending: VecDeque<(TextJob, SourceLanguage, GenerationOverrides)> = VecDeque::new();
         let mut running: JoinSet<TextResult> = JoinSet::new();
         let mut input_open = true;
         loop {
@@ -371,7 +356,7 @@ impl TextStream {
         &self,
         input: TextJob,
         language: SourceLanguage,
-        options: TranslateOptions,
+        options: GenerationOverrides,
         slot: OwnedSemaphorePermit,
         tokens: Arc<Semaphore>,
     ) -> impl Future<Output = TextResult> + Send + 'static {

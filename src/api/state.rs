@@ -9,13 +9,7 @@ use super::context::CallPolicy;
 use super::status::not_ready;
 use super::validate::Limits;
 use crate::config::LimitArgs;
-use crate::pipeline::{Summarizer, Translator};
-
-/// The loaded models.
-pub struct Engines {
-    pub translator: Arc<Translator>,
-    pub summarizer: Option<Arc<Summarizer>>,
-}
+use crate::pipeline::Engines;
 
 pub struct AppState {
     engines: RwLock<Option<Arc<Engines>>>,

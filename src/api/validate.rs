@@ -3,9 +3,8 @@
 
 use std::collections::HashSet;
 
-use crate::pipeline::{
-    SourceLanguage, SummaryMethod, SummaryRequest, TranslateOptions, MAX_BEAM_SIZE,
-};
+use crate::model::GenerationOverrides;
+use crate::pipeline::{Article, SourceLanguage, SummaryMethod, SummaryRequest, MAX_BEAM_SIZE};
 use crate::proto;
 use crate::summarize::SummaryBudget;
 
@@ -50,20 +49,15 @@ pub struct TextJob {
 pub struct TranslateJob {
     pub texts: Vec<TextJob>,
     pub language: SourceLanguage,
-    pub options: TranslateOptions,
+    pub options: GenerationOverrides,
 }
 
-/// A checked article: title and body to translate, and where the body starts in the
-/// client's `body` field (in characters) when the title was taken from its first line.
+/// A checked article, with the client's id and where the body starts in the client's
+/// `body` field (in characters) when the title was taken from its first line.
 pub struct ArticleJob {
     pub id: String,
-    pub title: String,
-    pub body: String,
     pub body_offset: usize,
-    pub language: SourceLanguage,
-    pub options: TranslateOptions,
-    /// `None`: the client asked for no summary.
-    pub summary: Option<SummaryRequest>,
+    pub article: Article,
 }
 
 /// A checked Summarize call.
@@ -72,7 +66,7 @@ pub struct SummarizeJob {
     /// Translate first.
     pub arabic: bool,
     pub summary: SummaryRequest,
-    pub translation: TranslateOptions,
+    pub translation: GenerationOverrides,
 }
 
 #[derive(Default)]
@@ -203,9 +197,9 @@ fn translation_options(
     prefix: &str,
     options: Option<&proto::TranslationOptions>,
     max_output_tokens: usize,
-) -> TranslateOptions {
+) -> GenerationOverrides {
     let Some(options) = options else {
-        return TranslateOptions::default();
+        return GenerationOverrides::default();
     };
     let num_beams = options.beam_size.map(|b| b as usize);
     if let Some(beams) = num_beams {
@@ -237,10 +231,11 @@ fn translation_options(
     } else {
         Some(penalty)
     };
-    TranslateOptions {
+    GenerationOverrides {
         num_beams,
         max_new_tokens,
         length_penalty,
+        ..Default::default()
     }
 }
 
@@ -282,12 +277,14 @@ pub fn article_request(
     }
     check.finish(ArticleJob {
         id: request.id,
-        title,
-        body,
         body_offset,
-        language,
-        options,
-        summary,
+        article: Article {
+            title,
+            body,
+            language,
+            options,
+            summary,
+        },
     })
 }
 

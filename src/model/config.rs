@@ -51,7 +51,9 @@ impl Activation {
     }
 }
 
-/// Generation settings that a config may set; `None` = not set, keep the previous value.
+/// Generation settings over a model's defaults: those a config file sets, and a request's
+/// options (beams, new tokens, length penalty). `None` = not set, keep the previous value;
+/// [`GenerationParams::with_overrides`] is the one place they are applied.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct GenerationOverrides {

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::model::GenerationOverrides;
 use crate::model::{GenerationParams, ModelError, Seq2SeqModel};
-use crate::scheduler::{Backend, BackendError, GenOptions, Generation, ModelLimits};
+use crate::scheduler::{Backend, BackendError, Generation, ModelLimits};
 use crate::tokenizer::Tokenizer;
 
 pub struct ModelBackend {
@@ -13,36 +14,13 @@ pub struct ModelBackend {
 }
 
 impl ModelBackend {
-    pub fn new(model: Seq2SeqModel, tokenizer: Arc<Tokenizer>) -> Self {
-        let defaults = model.generation_defaults();
-        Self::with_defaults(model, tokenizer, defaults)
-    }
-
-    /// For models whose task has its own defaults (summaries).
-    pub fn with_defaults(
-        model: Seq2SeqModel,
-        tokenizer: Arc<Tokenizer>,
-        defaults: GenerationParams,
-    ) -> Self {
+    /// `defaults`: what the model generates with for its task (see [`super::task_defaults`]).
+    pub fn new(model: Seq2SeqModel, tokenizer: Arc<Tokenizer>, defaults: GenerationParams) -> Self {
         Self {
             model,
             tokenizer,
             defaults,
         }
-    }
-
-    fn params(&self, options: &GenOptions) -> GenerationParams {
-        let mut params = self.defaults.clone();
-        if let Some(beams) = options.num_beams {
-            params.num_beams = beams.max(1);
-        }
-        if let Some(max_new) = options.max_new_tokens {
-            params.max_new_tokens = Some(max_new);
-        }
-        if let Some(penalty) = options.length_penalty {
-            params.length_penalty = penalty;
-        }
-        params
     }
 }
 
@@ -71,10 +49,10 @@ impl Backend for ModelBackend {
     fn generate(
         &mut self,
         inputs: &[Vec<u32>],
-        options: &GenOptions,
+        options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
-        let params = self.params(options);
+        let params = self.defaults.with_overrides(options);
         let generated = self
             .model
             .generate(inputs, &params, cancelled)

@@ -4,24 +4,31 @@
 //! Everything here takes checked domain values (the API validated them); CPU work of more
 //! than a few microseconds runs on blocking threads, never on the async workers.
 
+mod article;
 mod backend;
 mod blocking;
+mod engine;
 mod prepare;
 mod summarizer;
 mod summary;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use article::{
+    summarize_text, translate_article, Article, ArticleError, ArticlePart, ArticleProgress,
+    Engines, SummarizedText, Totals, TranslatedArticle,
+};
 pub use backend::ModelBackend;
 use prepare::Prepared;
 pub use summarizer::{AbstractiveSummary, Summarizer};
 pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryRequest};
 
-use crate::model::{GenerationParams, ModelFamily, Seq2SeqModel};
-use crate::scheduler::{GenOptions, Scheduler, SchedulerConfig, SchedulerError, SentenceOutput};
+use engine::Engine;
+
+use crate::model::{GenerationOverrides, GenerationParams, ModelFamily, Seq2SeqModel};
+use crate::scheduler::{Outputs, SchedulerConfig, SchedulerError, SentenceOutput};
 use crate::tokenizer::Tokenizer;
 
 /// Hard ceiling on beams a request may ask for: past it the cost grows with no gain.
@@ -66,14 +73,6 @@ pub enum SourceLanguage {
     Arabic,
     /// Arabic script is detected; mostly-Latin text passes through untranslated.
     Auto,
-}
-
-/// Checked per-request generation options (`None`: the model's default).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TranslateOptions {
-    pub num_beams: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-    pub length_penalty: Option<f32>,
 }
 
 /// What a loaded model is used for.
@@ -169,9 +168,7 @@ pub struct TranslatedParagraph {
 
 /// A loaded translation model with its tokenizer and the scheduler that batches for it.
 pub struct Translator {
-    tokenizer: Arc<Tokenizer>,
-    scheduler: Scheduler,
-    info: ModelInfo,
+    engine: Engine,
     /// Most bytes one generated token adds to a translation.
     token_bytes: usize,
     /// Largest response a call may need; calls that could need more are refused up front.
@@ -228,13 +225,9 @@ impl Translator {
         config: SchedulerConfig,
     ) -> Result<Self, PipelineError> {
         let token_bytes = tokenizer.max_token_bytes();
-        let tokenizer = Arc::new(tokenizer);
-        let backend = ModelBackend::new(model, tokenizer.clone());
-        let scheduler = start_scheduler(backend, config, "translate")?;
+        let engine = Engine::start(model, tokenizer, info, Task::Translation, config)?;
         Ok(Self {
-            tokenizer,
-            scheduler,
-            info,
+            engine,
             token_bytes,
             max_response_bytes: usize::MAX,
         })
@@ -247,21 +240,12 @@ impl Translator {
     }
 
     pub fn info(&self) -> &ModelInfo {
-        &self.info
+        &self.engine.info
     }
 
     /// The most one call may cost (source tokens × beams).
     pub fn max_request_tokens(&self) -> usize {
-        self.scheduler.max_request_tokens()
-    }
-
-    /// The options a request runs with: its own, else the model's defaults.
-    fn gen_options(&self, options: &TranslateOptions) -> GenOptions {
-        GenOptions {
-            num_beams: Some(options.num_beams.unwrap_or(self.info.default_beam_size)),
-            max_new_tokens: options.max_new_tokens,
-            length_penalty: options.length_penalty,
-        }
+        self.engine.scheduler.max_request_tokens()
     }
 
     /// Normalises, segments and tokenises `text` on the preparation pool (stopped when the
@@ -272,8 +256,8 @@ impl Translator {
         language: SourceLanguage,
     ) -> Result<PreparedText, PipelineError> {
         let started = Instant::now();
-        let tokenizer = self.tokenizer.clone();
-        let limits = self.scheduler.limits().clone();
+        let tokenizer = self.engine.tokenizer.clone();
+        let limits = self.engine.scheduler.limits().clone();
         let prepared = blocking::run("text preparation", move |cancel| {
             Prepared::new(&text, language, &tokenizer, &limits, cancel)
         })
@@ -282,10 +266,10 @@ impl Translator {
     }
 
     /// What translating `text` with `options` costs.
-    pub fn cost(&self, text: &PreparedText, options: &TranslateOptions) -> CallCost {
-        let gen = self.gen_options(options);
-        let beams = gen.num_beams.unwrap_or(1).max(1);
-        let max_new_tokens = self.scheduler.limits().max_steps(&gen);
+    pub fn cost(&self, text: &PreparedText, options: &GenerationOverrides) -> CallCost {
+        let options = self.engine.request_options(options);
+        let beams = options.num_beams.unwrap_or(1).max(1);
+        let max_new_tokens = self.engine.scheduler.limits().max_steps(&options);
         CallCost {
             token_beams: text.prepared.source_tokens().saturating_mul(beams),
             response_bytes: text
@@ -299,7 +283,7 @@ impl Translator {
     /// Refuses, for good, a call that costs more than one call may: over the per-request
     /// queue budget, or with a response that could exceed the message limit.
     pub fn admit(&self, cost: CallCost) -> Result<(), PipelineError> {
-        let limit = self.scheduler.max_request_tokens();
+        let limit = self.max_request_tokens();
         if cost.token_beams > limit {
             return Err(SchedulerError::RequestTooLarge {
                 cost: cost.token_beams,
@@ -323,7 +307,7 @@ impl Translator {
         &self,
         text: String,
         language: SourceLanguage,
-        options: &TranslateOptions,
+        options: &GenerationOverrides,
         deadline: Option<Instant>,
     ) -> Result<TranslatedText, PipelineError> {
         let prepared = self.prepare(text, language).await?;
@@ -338,7 +322,7 @@ impl Translator {
         &self,
         texts: Vec<String>,
         language: SourceLanguage,
-        options: &TranslateOptions,
+        options: &GenerationOverrides,
         deadline: Option<Instant>,
     ) -> Result<Vec<TranslatedText>, TextError> {
         let prepare = texts
@@ -375,7 +359,7 @@ impl Translator {
     pub async fn run(
         &self,
         text: PreparedText,
-        options: &TranslateOptions,
+        options: &GenerationOverrides,
         deadline: Option<Instant>,
         progress: Option<&mpsc::Sender<TranslatedParagraph>>,
     ) -> Result<TranslatedText, PipelineError> {
@@ -384,45 +368,30 @@ impl Translator {
             send_ready_paragraphs(&prepared, &[], 0, progress).await;
             return Ok(prepared.passthrough(started));
         }
+        let options = self.engine.request_options(options);
         let mut ticket =
-            self.scheduler
-                .submit(prepared.model_inputs(), self.gen_options(options), deadline)?;
-        let mut outputs: Vec<Option<SentenceOutput>> = vec![None; ticket.len()];
+            self.engine
+                .scheduler
+                .submit(prepared.model_inputs(), options, deadline)?;
+        let mut outputs = Outputs::new(ticket.len());
         let mut next_paragraph = 0;
         while let Some(out) = ticket.next().await {
-            let out = out?;
-            let index = out.index;
-            if let Some(slot) = outputs.get_mut(index) {
-                *slot = Some(out);
-            }
+            outputs.put(out?);
             next_paragraph =
-                send_ready_paragraphs(&prepared, &outputs, next_paragraph, progress).await;
+                send_ready_paragraphs(&prepared, outputs.slots(), next_paragraph, progress).await;
         }
-        let outputs: Vec<SentenceOutput> = outputs
-            .into_iter()
-            .collect::<Option<_>>()
-            .ok_or_else(|| PipelineError::Internal("a sentence got no result".into()))?;
-        Ok(prepared.assemble(&outputs, started))
+        Ok(prepared.assemble(&outputs.into_complete()?, started))
     }
 
     /// Stops taking work and lets the inference thread finish what is queued.
     pub fn shutdown(&self) {
-        self.scheduler.shutdown();
+        self.engine.scheduler.shutdown();
     }
 
     /// Ends queued and running work at once (the shutdown grace period is over).
     pub fn abort(&self) {
-        self.scheduler.abort();
+        self.engine.scheduler.abort();
     }
-}
-
-fn start_scheduler(
-    backend: ModelBackend,
-    config: SchedulerConfig,
-    name: &str,
-) -> Result<Scheduler, PipelineError> {
-    Scheduler::start(backend, config, name)
-        .map_err(|e| PipelineError::Internal(format!("cannot start the inference thread: {e}")))
 }
 
 /// Sends the finished paragraphs from `next` on; returns the first one not yet finished.

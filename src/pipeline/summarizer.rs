@@ -1,11 +1,11 @@
 //! Abstractive summaries with a BART-family model through the same engine and scheduler.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{ModelBackend, ModelInfo, PipelineError, TranslateOptions};
-use crate::model::Seq2SeqModel;
-use crate::scheduler::{GenOptions, Scheduler, SchedulerConfig};
+use super::engine::Engine;
+use super::{ModelInfo, PipelineError, Task};
+use crate::model::{GenerationOverrides, Seq2SeqModel};
+use crate::scheduler::SchedulerConfig;
 use crate::text;
 use crate::tokenizer::Tokenizer;
 
@@ -21,9 +21,7 @@ pub struct AbstractiveSummary {
 }
 
 pub struct Summarizer {
-    tokenizer: Arc<Tokenizer>,
-    scheduler: Scheduler,
-    info: ModelInfo,
+    engine: Engine,
 }
 
 impl Summarizer {
@@ -35,42 +33,32 @@ impl Summarizer {
         info: ModelInfo,
         config: SchedulerConfig,
     ) -> Result<Self, PipelineError> {
-        let tokenizer = Arc::new(tokenizer);
-        let defaults = super::task_defaults(&model, super::Task::Summarization);
-        let backend = ModelBackend::with_defaults(model, tokenizer.clone(), defaults);
-        let scheduler = super::start_scheduler(backend, config, "summarize")?;
-        Ok(Self {
-            tokenizer,
-            scheduler,
-            info,
-        })
+        let engine = Engine::start(model, tokenizer, info, Task::Summarization, config)?;
+        Ok(Self { engine })
     }
 
     pub fn info(&self) -> &ModelInfo {
-        &self.info
+        &self.engine.info
     }
 
     pub async fn summarize(
         &self,
         english: String,
-        options: &TranslateOptions,
+        options: &GenerationOverrides,
         deadline: Option<Instant>,
     ) -> Result<AbstractiveSummary, PipelineError> {
-        let tokenizer = self.tokenizer.clone();
-        let window = self.info.max_input_tokens;
+        let tokenizer = self.engine.tokenizer.clone();
+        let window = self.engine.info.max_input_tokens;
         let (ids, input_truncated) = super::blocking::run("summary input", move |_| {
             fit_window(&english, &tokenizer, window)
         })
         .await?;
         let input_tokens = ids.len();
-        let gen = GenOptions {
-            num_beams: Some(options.num_beams.unwrap_or(self.info.default_beam_size)),
-            max_new_tokens: options.max_new_tokens,
-            length_penalty: options.length_penalty,
-        };
+        let options = self.engine.request_options(options);
         let outputs = self
+            .engine
             .scheduler
-            .submit(vec![ids], gen, deadline)?
+            .submit(vec![ids], options, deadline)?
             .collect()
             .await?;
         let out = outputs
@@ -88,12 +76,12 @@ impl Summarizer {
     }
 
     pub fn shutdown(&self) {
-        self.scheduler.shutdown();
+        self.engine.scheduler.shutdown();
     }
 
     /// Ends queued and running work at once (the shutdown grace period is over).
     pub fn abort(&self) {
-        self.scheduler.abort();
+        self.engine.scheduler.abort();
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{PipelineError, Summarizer, TranslateOptions};
+use super::{PipelineError, Summarizer};
+use crate::model::GenerationOverrides;
 use crate::summarize::{self, SummaryBudget};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct SummaryRequest {
     pub method: SummaryMethod,
     pub budget: SummaryBudget,
     /// Abstractive generation overrides.
-    pub generation: TranslateOptions,
+    pub generation: GenerationOverrides,
 }
 
 impl Default for SummaryRequest {
@@ -26,7 +27,7 @@ impl Default for SummaryRequest {
         Self {
             method: SummaryMethod::Auto,
             budget: SummaryBudget::default(),
-            generation: TranslateOptions::default(),
+            generation: GenerationOverrides::default(),
         }
     }
 }

@@ -21,13 +21,7 @@ use tokio::sync::mpsc;
 use queue::{PendingRequest, Queue};
 use telemetry::SchedulerMetrics;
 
-/// Generation settings a request may override; `None` means the model's default.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GenOptions {
-    pub num_beams: Option<usize>,
-    pub max_new_tokens: Option<usize>,
-    pub length_penalty: Option<f32>,
-}
+pub use crate::model::GenerationOverrides;
 
 /// What a backend returns for one input row.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,8 +111,9 @@ impl ModelLimits {
         )
     }
 
-    /// The most tokens a request with `options` may generate per row.
-    pub fn max_steps(&self, options: &GenOptions) -> usize {
+    /// The most tokens a request with `options` may generate per row (requests set at most
+    /// `max_new_tokens`).
+    pub fn max_steps(&self, options: &GenerationOverrides) -> usize {
         options
             .max_new_tokens
             .unwrap_or(self.default_max_new_tokens)
@@ -133,7 +128,7 @@ pub trait Backend: Send + 'static {
     fn generate(
         &mut self,
         inputs: &[Vec<u32>],
-        options: &GenOptions,
+        options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError>;
 
@@ -305,7 +300,7 @@ impl Scheduler {
     pub fn submit(
         &self,
         sentences: Vec<Vec<u32>>,
-        options: GenOptions,
+        options: GenerationOverrides,
         deadline: Option<Instant>,
     ) -> Result<Ticket, SchedulerError> {
         let state = Arc::new(RequestState {
@@ -405,6 +400,35 @@ impl Scheduler {
     }
 }
 
+/// A request's outputs as they arrive, each in its sentence's slot.
+pub struct Outputs(Vec<Option<SentenceOutput>>);
+
+impl Outputs {
+    pub fn new(sentences: usize) -> Self {
+        Self(vec![None; sentences])
+    }
+
+    pub fn put(&mut self, out: SentenceOutput) {
+        let index = out.index;
+        if let Some(slot) = self.0.get_mut(index) {
+            *slot = Some(out);
+        }
+    }
+
+    /// The slots, in submission order (`None`: not arrived yet).
+    pub fn slots(&self) -> &[Option<SentenceOutput>] {
+        &self.0
+    }
+
+    /// Every output in submission order, once all have arrived.
+    pub fn into_complete(self) -> Result<Vec<SentenceOutput>, SchedulerError> {
+        self.0
+            .into_iter()
+            .map(|o| o.ok_or_else(|| SchedulerError::Inference("a sentence got no result".into())))
+            .collect()
+    }
+}
+
 /// A request's claim on its results. Dropping it cancels whatever has not run yet.
 pub struct Ticket {
     id: u64,
@@ -443,18 +467,11 @@ impl Ticket {
 
     /// All sentences, in submission order.
     pub async fn collect(mut self) -> Result<Vec<SentenceOutput>, SchedulerError> {
-        let mut outputs: Vec<Option<SentenceOutput>> = vec![None; self.total];
+        let mut outputs = Outputs::new(self.total);
         while let Some(item) = self.next().await {
-            let out = item?;
-            let index = out.index;
-            if let Some(slot) = outputs.get_mut(index) {
-                *slot = Some(out);
-            }
+            outputs.put(item?);
         }
-        outputs
-            .into_iter()
-            .map(|o| o.ok_or_else(|| SchedulerError::Inference("a sentence got no result".into())))
-            .collect()
+        outputs.into_complete()
     }
 
     pub fn len(&self) -> usize {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    GenOptions, ModelLimits, RequestState, SchedulerConfig, SchedulerError, SentenceOutput,
+    GenerationOverrides, ModelLimits, RequestState, SchedulerConfig, SchedulerError, SentenceOutput,
 };
 
 pub(crate) type Reply = UnboundedSender<Result<SentenceOutput, SchedulerError>>;
@@ -20,7 +20,7 @@ struct QueuedSentence {
 
 pub(crate) struct PendingRequest {
     id: u64,
-    options: GenOptions,
+    options: GenerationOverrides,
     state: Arc<RequestState>,
     reply: Reply,
     enqueued_at: Instant,
@@ -32,7 +32,7 @@ pub(crate) struct PendingRequest {
 impl PendingRequest {
     pub(crate) fn new(
         sentences: Vec<Vec<u32>>,
-        options: GenOptions,
+        options: GenerationOverrides,
         state: Arc<RequestState>,
         reply: Reply,
     ) -> Self {
@@ -72,7 +72,7 @@ pub(crate) struct Row {
 }
 
 pub(crate) struct Batch {
-    pub(crate) options: GenOptions,
+    pub(crate) options: GenerationOverrides,
     pub(crate) rows: Vec<Row>,
     /// Longest source × rows × beams: the work the batch costs.
     pub(crate) padded_tokens: usize,

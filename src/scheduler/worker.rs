@@ -71,7 +71,7 @@ fn generate_rows<B: Backend>(
     shared: &Shared,
     backend: &mut B,
     rows: &[Row],
-    options: &crate::scheduler::GenOptions,
+    options: &crate::scheduler::GenerationOverrides,
 ) -> Result<Vec<Option<Generation>>, BackendError> {
     let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
     let cancelled = |row: usize| {
