@@ -241,11 +241,11 @@ pub struct BenchArgs {
     /// Run only these modes (comma-separated names from the workload).
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<String>,
-    /// Compute threads (the anchors use 2).
+    /// Compute threads (the CTranslate2 baseline in bench/ uses 2).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 2)]
     pub threads: usize,
     /// Batch sentences of similar length together (as the server's scheduler does) instead
-    /// of in workload order (as the anchors were measured).
+    /// of in workload order (as the CTranslate2 baseline runs them).
     #[arg(long)]
     pub sorted: bool,
     /// Instead: summary latency (600-token article → 60 tokens, beam 4, distilbart-cnn-shaped

@@ -88,11 +88,6 @@ impl Normalized {
     pub fn original_len_chars(&self) -> usize {
         self.original_len_chars
     }
-
-    /// Length of `text` in chars.
-    pub fn len_chars(&self) -> usize {
-        self.offsets.len()
-    }
 }
 
 /// Normalises `input` (see the module docs). Never fails.

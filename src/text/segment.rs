@@ -41,12 +41,6 @@ pub enum SplitKind {
     Hard,
 }
 
-impl SplitKind {
-    pub fn is_split(self) -> bool {
-        self != SplitKind::None
-    }
-}
-
 /// One unit to translate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {

@@ -1,4 +1,5 @@
-//! Operations on a real server: TLS (rustls) and API keys.
+//! A real server as operators run it: TLS (rustls), API keys, JSON logs as a process, and
+//! shutdown with a stream still open.
 
 use std::time::Duration;
 
