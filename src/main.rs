@@ -168,8 +168,7 @@ fn translate_raw(
     let params = model
         .generation_defaults()
         .with_overrides(&cli_options(args));
-    let generated = model
-        .generate(&[ids], &params, &|_| false)?
+    let generated = tarjama::model::generate(model, &[ids], &params, &|_| false)?
         .into_iter()
         .next()
         .flatten()

@@ -3,6 +3,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::engine::*;
+use tarjama::model::generate;
 use tarjama::model::{Activation, Device, ModelConfig, ModelError, ModelFamily, Seq2SeqModel};
 
 /// A scratch copy of a fixture's config (+ chosen weight file) in a fresh temp dir.
@@ -115,9 +116,9 @@ fn missing_weights_file_is_a_clear_error() {
 fn bad_inputs_are_errors_not_panics() {
     let m = load(MARIAN, None);
     let p = m.generation_defaults();
-    assert!(m.generate(&[vec![]], &p, &never).is_err());
-    assert!(m.generate(&[vec![100_000]], &p, &never).is_err());
-    assert!(m.generate(&[vec![5; 500]], &p, &never).is_err());
+    assert!(generate(&m, &[vec![]], &p, &never).is_err());
+    assert!(generate(&m, &[vec![100_000]], &p, &never).is_err());
+    assert!(generate(&m, &[vec![5; 500]], &p, &never).is_err());
 }
 
 #[test]
@@ -181,8 +182,8 @@ fn cancellation_drops_rows() {
     let inputs = all_inputs(&r);
     for mode in ["greedy", "beam4"] {
         let p = params(&m, &r["generate_kwargs"][mode]);
-        let all = m.generate(&inputs, &p, &never).unwrap();
-        let some = m.generate(&inputs, &p, &|i| i % 2 == 1).unwrap();
+        let all = generate(&m, &inputs, &p, &never).unwrap();
+        let some = generate(&m, &inputs, &p, &|i| i % 2 == 1).unwrap();
         for (i, (a, s)) in all.iter().zip(&some).enumerate() {
             if i % 2 == 1 {
                 assert!(s.is_none());
@@ -202,7 +203,7 @@ fn cancellation_mid_generation_keeps_the_other_rows_exact() {
         let m = load(dir, None);
         let inputs = all_inputs(&r);
         let p = params(&m, &r["generate_kwargs"][mode]);
-        let all = m.generate(&inputs, &p, &never).unwrap();
+        let all = generate(&m, &inputs, &p, &never).unwrap();
         // The generator asks about every live input once per step: after ~5 steps of the
         // whole batch, odd inputs are cancelled.
         let asked = std::sync::atomic::AtomicUsize::new(0);
@@ -210,7 +211,7 @@ fn cancellation_mid_generation_keeps_the_other_rows_exact() {
             let n = asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             i % 2 == 1 && n >= 5 * inputs.len()
         };
-        let some = m.generate(&inputs, &p, &late).unwrap();
+        let some = generate(&m, &inputs, &p, &late).unwrap();
         for (i, (a, s)) in all.iter().zip(&some).enumerate() {
             if i % 2 == 1 {
                 assert!(s.is_none(), "{dir} {mode}: input {i} was cancelled");

@@ -1,6 +1,7 @@
 mod common;
 
 use common::engine::*;
+use tarjama::model::generate;
 
 /// Parity tolerance for logits and hidden states.
 const TOL: f32 = 1e-4;
@@ -89,7 +90,7 @@ fn check_marian_generation(dir: &str, mode: &str) {
     let p = params(&m, &r["generate_kwargs"][mode]);
     for case in r[mode].as_array().unwrap() {
         let input = input_ids_for(&r, case["text"].as_str().unwrap());
-        let out = m.generate(&[input], &p, &never).unwrap();
+        let out = generate(&m, &[input], &p, &never).unwrap();
         let g = out[0].as_ref().unwrap();
         assert_eq!(
             g.ids,
@@ -148,7 +149,7 @@ fn check_padded_batch(dir: &str) {
         .collect();
     for (mode, key) in [("greedy", "greedy_ids"), ("beam4", "beam4_ids")] {
         let p = params(&m, &r["generate_kwargs"][mode]);
-        let batched = m.generate(&inputs, &p, &never).unwrap();
+        let batched = generate(&m, &inputs, &p, &never).unwrap();
         for (i, row) in r["batch"][key].as_array().unwrap().iter().enumerate() {
             let got = batched[i].as_ref().unwrap();
             assert_eq!(
@@ -156,7 +157,7 @@ fn check_padded_batch(dir: &str) {
                 strip_pad(ids(row), pad),
                 "{dir} {mode} batch row {i}"
             );
-            let single = m.generate(&inputs[i..i + 1], &p, &never).unwrap();
+            let single = generate(&m, &inputs[i..i + 1], &p, &never).unwrap();
             let single = single[0].as_ref().unwrap();
             assert_eq!(
                 &got.ids, &single.ids,
@@ -198,7 +199,7 @@ fn check_bart_summaries(dir: &str) {
         .map(|c| input_ids_for(&r, c["text"].as_str().unwrap()))
         .collect();
     for (i, c) in cases.iter().enumerate() {
-        let out = m.generate(&inputs[i..i + 1], &p, &never).unwrap();
+        let out = generate(&m, &inputs[i..i + 1], &p, &never).unwrap();
         assert_eq!(
             out[0].as_ref().unwrap().ids,
             ids(&c["ids"]),
@@ -206,7 +207,7 @@ fn check_bart_summaries(dir: &str) {
         );
     }
     // Batched too: rows of different lengths give the same summaries.
-    let out = m.generate(&inputs, &p, &never).unwrap();
+    let out = generate(&m, &inputs, &p, &never).unwrap();
     for (i, c) in cases.iter().enumerate() {
         assert_eq!(
             out[i].as_ref().unwrap().ids,

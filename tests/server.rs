@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use tarjama::model::generate;
 use tarjama::model::{Device, Seq2SeqModel};
 use tarjama::proto::process_article_stream_response::Event;
 use tarjama::proto::{
@@ -65,7 +66,7 @@ fn engine_translation(sentence: &str) -> String {
     params.num_beams = 1;
     params.max_new_tokens = Some(16);
     let ids = tokenizer.encode(sentence).unwrap();
-    let out = model.generate(&[ids], &params, &|_| false).unwrap();
+    let out = generate(&model, &[ids], &params, &|_| false).unwrap();
     tokenizer
         .decode(&out[0].as_ref().unwrap().ids, true)
         .unwrap()

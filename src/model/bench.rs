@@ -144,7 +144,7 @@ fn run_mode(
         p.min_length = n + 1;
         p.early_stopping = false;
         let inputs: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
-        model.generate(&inputs, &p, &|_| false)?;
+        super::generate(model, &inputs, &p, &|_| false)?;
         tokens += chunk.iter().map(|(_, t)| t).sum::<usize>();
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -190,6 +190,6 @@ pub fn summary_latency(source_tokens: usize, new_tokens: usize) -> Result<(f64, 
     p.max_new_tokens = Some(new_tokens);
     p.min_length = new_tokens + 1;
     let start = Instant::now();
-    model.generate(&[ids], &p, &|_| false)?;
+    super::generate(&model, &[ids], &p, &|_| false)?;
     Ok((start.elapsed().as_secs_f64(), build_seconds))
 }

@@ -1,22 +1,25 @@
 //! Greedy and beam search with the semantics of transformers' `generate` (5.x vectorised
-//! beam search). Rows that finish or are cancelled leave the decoder batch; beam caches are
-//! reordered with index selects.
+//! beam search): the entry point of generation, driving a [`Seq2SeqModel`] step by step.
+//! Rows that finish or are cancelled leave the decoder batch. Beam reordering copies nothing:
+//! each row keeps writing its own cache slot and the ancestry table records which physical
+//! row holds each step of each beam; caches are materialised only when rows leave.
 
 use super::config::GenerationParams;
+use super::kv_cache::DecoderState;
 use super::logits::{argmax, log_softmax_in_place, Processors};
-use super::seq2seq::{DecoderState, Seq2SeqModel};
-use super::{Generated, ModelError};
+use super::seq2seq::Seq2SeqModel;
+use super::{Generated, ModelError, Res};
 
 use rayon::prelude::*;
-
-type Res<T> = Result<T, ModelError>;
 
 /// transformers' "very large negative" used to mask beams in fp32.
 const NEG: f32 = -1.0e9;
 /// Initial self-attention cache capacity (steps); caches grow by this much when full.
 const INITIAL_CACHE: usize = super::kv_cache::CACHE_STEP;
 
-pub(crate) fn generate(
+/// Greedy (num_beams == 1) or beam search over a batch of sources of any lengths.
+/// `cancelled(i)` is polled every step; cancelled inputs leave the batch and yield `None`.
+pub fn generate(
     model: &Seq2SeqModel,
     inputs: &[Vec<u32>],
     params: &GenerationParams,

@@ -1,11 +1,10 @@
-//! Decoder self-attention caches and the beam ancestry that lets beam search reorder rows
-//! without copying them.
+//! The decoder's state between steps: self-attention caches, the beam ancestry that lets beam
+//! search reorder rows without copying them, and the once-computed cross-attention keys and
+//! values.
 
 use candle_core::{DType, Device, Tensor};
 
-use super::ModelError;
-
-type Res<T> = Result<T, ModelError>;
+use super::{ModelError, Res};
 
 /// Steps added when a cache is full.
 pub(crate) const CACHE_STEP: usize = 32;
@@ -125,6 +124,55 @@ impl Ancestry {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// Per-batch decoder state: self-attention caches and the once-computed cross K/V.
+/// Decoder rows come in groups of `group` (the beams of one input) that share one source:
+/// cross K/V and the source mask are kept once per input, not per row.
+pub(crate) struct DecoderState {
+    pub(super) self_kv: Vec<KvCache>,
+    /// Shared by all layers: beam reordering is the same in each.
+    pub(super) ancestry: Ancestry,
+    pub(super) cross_kv: Vec<(Tensor, Tensor)>,
+    /// Additive source padding mask (inputs, 1, 1, S).
+    pub(super) cross_mask: Tensor,
+    pub(super) group: usize,
+    pub rows: usize,
+    pub pos: usize,
+}
+
+impl DecoderState {
+    /// Keeps the given rows in the given order (beam reorder, dropping finished rows). Rows
+    /// must stay grouped by input: `rows[g*group..(g+1)*group]` all come from one input.
+    pub fn select_rows(&mut self, rows: &[u32]) -> Res<()> {
+        let fused = self
+            .self_kv
+            .first()
+            .is_none_or(|c| super::layers::fast_attention(&c.k));
+        if rows.len() == self.rows && fused {
+            // Beam reorder: the fused attention follows the ancestry, nothing is copied.
+            self.ancestry.reorder(rows)?;
+        } else {
+            let traced = self.ancestry.traced_rows(rows)?;
+            for c in &mut self.self_kv {
+                c.materialise(&traced)?;
+            }
+            self.ancestry.reset(rows.len(), self.pos);
+        }
+        let group = self.group as u32;
+        let inputs: Vec<u32> = rows.chunks(self.group).map(|c| c[0] / group).collect();
+        let before = self.cross_mask.dim(0)?;
+        if inputs.len() != before || inputs.iter().enumerate().any(|(i, &r)| i as u32 != r) {
+            let idx = Tensor::new(inputs.as_slice(), self.cross_mask.device())?;
+            for (k, v) in &mut self.cross_kv {
+                *k = k.index_select(&idx, 0)?;
+                *v = v.index_select(&idx, 0)?;
+            }
+            self.cross_mask = self.cross_mask.index_select(&idx, 0)?;
+        }
+        self.rows = rows.len();
+        Ok(())
     }
 }
 

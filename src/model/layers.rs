@@ -7,9 +7,7 @@ use super::config::Activation;
 use super::kv_cache::{Ancestry, KvCache};
 use super::ops::KvRows;
 use super::weights::WeightSource;
-use super::ModelError;
-
-type Res<T> = Result<T, ModelError>;
+use super::Res;
 
 const LN_EPS: f32 = 1e-5;
 

@@ -12,6 +12,7 @@ mod weights;
 
 pub use candle_core::Device;
 pub use config::{Activation, GenerationOverrides, GenerationParams, ModelConfig, ModelFamily};
+pub use generate::generate;
 pub use seq2seq::Seq2SeqModel;
 pub use weights::sinusoidal_positions;
 
@@ -27,6 +28,9 @@ pub struct Generated {
 }
 
 /// Errors of loading and running a model.
+/// The model's results.
+pub(crate) type Res<T> = Result<T, ModelError>;
+
 #[derive(thiserror::Error, Debug)]
 pub enum ModelError {
     #[error("config error: {0}")]

@@ -5,14 +5,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::config::{GenerationParams, ModelConfig};
-use super::kv_cache::{Ancestry, KvCache};
-use super::layers::{
-    fast_attention, residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention,
-};
+use super::kv_cache::{Ancestry, DecoderState, KvCache};
+use super::layers::{residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention};
 use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource};
-use super::{Generated, ModelError};
-
-type Res<T> = Result<T, ModelError>;
+use super::{ModelError, Res};
 
 /// Token + position embeddings of one side.
 struct Embeddings {
@@ -101,52 +97,6 @@ struct DecoderLayer {
     cross_norm: LayerNorm,
     ffn: FeedForward,
     ffn_norm: LayerNorm,
-}
-
-/// Per-batch decoder state: self-attention caches and the once-computed cross K/V.
-/// Decoder rows come in groups of `group` (the beams of one input) that share one source:
-/// cross K/V and the source mask are kept once per input, not per row.
-pub(crate) struct DecoderState {
-    self_kv: Vec<KvCache>,
-    /// Shared by all layers: beam reordering is the same in each.
-    ancestry: Ancestry,
-    cross_kv: Vec<(Tensor, Tensor)>,
-    /// Additive source padding mask (inputs, 1, 1, S).
-    cross_mask: Tensor,
-    group: usize,
-    pub rows: usize,
-    pub pos: usize,
-}
-
-impl DecoderState {
-    /// Keeps the given rows in the given order (beam reorder, dropping finished rows). Rows
-    /// must stay grouped by input: `rows[g*group..(g+1)*group]` all come from one input.
-    pub fn select_rows(&mut self, rows: &[u32]) -> Res<()> {
-        let fused = self.self_kv.first().is_none_or(|c| fast_attention(&c.k));
-        if rows.len() == self.rows && fused {
-            // Beam reorder: the fused attention follows the ancestry, nothing is copied.
-            self.ancestry.reorder(rows)?;
-        } else {
-            let traced = self.ancestry.traced_rows(rows)?;
-            for c in &mut self.self_kv {
-                c.materialise(&traced)?;
-            }
-            self.ancestry.reset(rows.len(), self.pos);
-        }
-        let group = self.group as u32;
-        let inputs: Vec<u32> = rows.chunks(self.group).map(|c| c[0] / group).collect();
-        let before = self.cross_mask.dim(0)?;
-        if inputs.len() != before || inputs.iter().enumerate().any(|(i, &r)| i as u32 != r) {
-            let idx = Tensor::new(inputs.as_slice(), self.cross_mask.device())?;
-            for (k, v) in &mut self.cross_kv {
-                *k = k.index_select(&idx, 0)?;
-                *v = v.index_select(&idx, 0)?;
-            }
-            self.cross_mask = self.cross_mask.index_select(&idx, 0)?;
-        }
-        self.rows = rows.len();
-        Ok(())
-    }
 }
 
 /// MarianMT / BART encoder-decoder with tied output projection.
@@ -395,17 +345,6 @@ impl Seq2SeqModel {
             (t, self.cfg.vocab_size),
             &self.device,
         )?)
-    }
-
-    /// Greedy (num_beams == 1) or beam search over a batch of sources of any lengths.
-    /// `cancelled(i)` is polled every step; cancelled inputs leave the batch and yield `None`.
-    pub fn generate(
-        &self,
-        inputs: &[Vec<u32>],
-        params: &GenerationParams,
-        cancelled: &dyn Fn(usize) -> bool,
-    ) -> Res<Vec<Option<Generated>>> {
-        super::generate::generate(self, inputs, params, cancelled)
     }
 }
 

@@ -53,13 +53,12 @@ impl Backend for ModelBackend {
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
         let params = self.defaults.with_overrides(options);
-        let generated = self
-            .model
-            .generate(inputs, &params, cancelled)
-            .map_err(|e| match e {
+        let generated = crate::model::generate(&self.model, inputs, &params, cancelled).map_err(
+            |e| match e {
                 ModelError::Input(reason) => BackendError::Input(reason),
                 other => BackendError::Internal(other.to_string()),
-            })?;
+            },
+        )?;
         generated
             .into_iter()
             .map(|g| {
