@@ -247,12 +247,13 @@ impl StepCtx<'_> {
             .enumerate()
             .map(|(rank, &(score, flat))| {
                 let token = (flat % self.vocab) as u32;
-                let hits = token == self.params.eos_token_id || cur_len + 1 >= self.max_length;
+                let ends_sequence =
+                    token == self.params.eos_token_id || cur_len + 1 >= self.max_length;
                 Candidate {
                     score,
                     beam: flat / self.vocab,
                     token,
-                    hits,
+                    ends_sequence,
                     top: rank < nb,
                 }
             })
@@ -302,7 +303,8 @@ struct Candidate {
     score: f32,
     beam: usize,
     token: u32,
-    hits: bool,
+    /// The token is end-of-sequence, or the hypothesis reaches the length limit with it.
+    ends_sequence: bool,
     /// Among the first num_beams candidates: only those may become final hypotheses.
     top: bool,
 }
@@ -365,7 +367,7 @@ impl BeamItem {
             if !self.heuristic_unsatisfied {
                 s += NEG;
             }
-            let finished = c.hits && c.top;
+            let finished = c.ends_sequence && c.top;
             if !finished {
                 s += NEG;
             }
@@ -389,7 +391,16 @@ impl BeamItem {
         let mut order: Vec<(f32, usize)> = cands
             .iter()
             .enumerate()
-            .map(|(i, c)| (if c.hits { c.score + NEG } else { c.score }, i))
+            .map(|(i, c)| {
+                (
+                    if c.ends_sequence {
+                        c.score + NEG
+                    } else {
+                        c.score
+                    },
+                    i,
+                )
+            })
             .collect();
         order.sort_by(|a, b| b.0.total_cmp(&a.0));
         order.truncate(nb);
