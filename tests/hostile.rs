@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tarjama::config::ServeArgs;
 use tarjama::proto::{
-    ProcessArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TextInput,
-    TranslateRequest, TranslationOptions,
+    ProcessArticleRequest, SummarizeRequest, SummaryMethod, SummaryOptions, TranslateRequest,
+    TranslationOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
@@ -42,20 +42,7 @@ fn greedy(max_tokens: u32) -> Option<TranslationOptions> {
     })
 }
 
-fn translate(texts: &[(&str, &str)], options: Option<TranslationOptions>) -> TranslateRequest {
-    TranslateRequest {
-        texts: texts
-            .iter()
-            .map(|(id, text)| TextInput {
-                id: id.to_string(),
-                text: text.to_string(),
-            })
-            .collect(),
-        source_language: "ar".into(),
-        target_language: "en".into(),
-        options,
-    }
-}
+use common::server::translate_request as translate;
 
 /// Resident memory of this process now and at its peak since the last reset, in KiB.
 fn rss_kib() -> (u64, u64) {
@@ -75,17 +62,7 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
-/// GET /metrics over plain HTTP/1.1.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).await.unwrap();
-    reply.split_once("\r\n\r\n").unwrap().1.to_string()
-}
+use common::server::scrape;
 
 /// Sum of the samples of `name` whose line contains every one of `labels` (`key="value"`).
 fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {

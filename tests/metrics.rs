@@ -2,10 +2,8 @@
 //! the process, so this must be the only server here.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use tarjama::proto::{ProcessArticleStreamRequest, TextInput, TranslateRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
@@ -13,19 +11,7 @@ use common::server::start;
 
 const SENTENCE: &str = "قالت روسيا يوم الاثنين إن وحدة مشتركة للأمن السيبراني ستستغرق وقتاً.";
 
-/// GET /metrics over plain HTTP/1.1 (a raw socket keeps the test free of an HTTP client).
-async fn scrape(addr: SocketAddr) -> String {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply).await.unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
+use common::server::scrape;
 
 /// Value of the sample `name` whose labels include all of `labels` (summed over the rest).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

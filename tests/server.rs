@@ -9,8 +9,8 @@ use tarjama::model::generate;
 use tarjama::model::{Device, Seq2SeqModel};
 use tarjama::proto::process_article_stream_response::Event;
 use tarjama::proto::{
-    ListModelsRequest, ProcessArticleRequest, ProcessArticleStreamRequest, TextInput,
-    TranslateRequest, TranslateResponse, TranslateStreamRequest, TranslationOptions,
+    ListModelsRequest, ProcessArticleRequest, ProcessArticleStreamRequest, TranslateRequest,
+    TranslateResponse, TranslateStreamRequest, TranslationOptions,
 };
 use tarjama::tokenizer::Tokenizer;
 use tonic::{Code, Status};
@@ -21,20 +21,7 @@ mod common;
 
 use common::server::{health, serve_args, start, start_with, wait_serving, MARIAN};
 
-fn request(texts: &[(&str, &str)], options: Option<TranslationOptions>) -> TranslateRequest {
-    TranslateRequest {
-        texts: texts
-            .iter()
-            .map(|(id, text)| TextInput {
-                id: id.to_string(),
-                text: text.to_string(),
-            })
-            .collect(),
-        source_language: "ar".into(),
-        target_language: "en".into(),
-        options,
-    }
-}
+use common::server::translate_request as request;
 
 fn greedy16() -> Option<TranslationOptions> {
     Some(TranslationOptions {

@@ -6,7 +6,9 @@ use clap::Parser;
 use std::time::Duration;
 use tarjama::config::{Cli, Command, ServeArgs};
 use tarjama::proto::translation_service_client::TranslationServiceClient;
+use tarjama::proto::{TextInput, TranslateRequest, TranslationOptions};
 use tarjama::server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -150,4 +152,37 @@ pub async fn wait_serving(server: &TestServer) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server never became SERVING");
+}
+
+/// An Arabic → English Translate request of `(id, text)` pairs.
+pub fn translate_request(
+    texts: &[(&str, &str)],
+    options: Option<TranslationOptions>,
+) -> TranslateRequest {
+    TranslateRequest {
+        texts: texts
+            .iter()
+            .map(|(id, text)| TextInput {
+                id: id.to_string(),
+                text: text.to_string(),
+            })
+            .collect(),
+        source_language: "ar".into(),
+        target_language: "en".into(),
+        options,
+    }
+}
+
+/// GET /metrics over plain HTTP/1.1 (a raw socket keeps the tests free of an HTTP client).
+pub async fn scrape(addr: SocketAddr) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).await.unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
