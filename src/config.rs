@@ -5,11 +5,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::ComputeType;
 use crate::scheduler::SchedulerConfig;
 
 /// Pinned so that every replica serves the same weights (this revision has model.safetensors).
 pub const DEFAULT_TRANSLATION_MODEL: &str =
     "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
+/// Arithmetic of the linear layers when not given (see README, "int8").
+pub const DEFAULT_COMPUTE_TYPE: &str = "f32";
+
 /// The hub's safetensors conversion of distilbart-cnn-12-6.
 pub const DEFAULT_SUMMARIZATION_MODEL: &str = "sshleifer/distilbart-cnn-12-6@refs/pr/13";
 
@@ -94,6 +98,18 @@ pub struct ServeArgs {
     pub shutdown_timeout_secs: u64,
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// Arithmetic of the summarization model's linear layers, when it differs from
+    /// --compute-type.
+    #[arg(long, env = "TARJAMA_SUMMARIZATION_COMPUTE_TYPE", value_enum)]
+    pub summarization_compute_type: Option<ComputeType>,
+}
+
+impl ServeArgs {
+    /// (translation model, summarization model) compute types.
+    pub fn compute_types(&self) -> (ComputeType, ComputeType) {
+        let t = self.engine.compute_type;
+        (t, self.summarization_compute_type.unwrap_or(t))
+    }
 }
 
 /// Encryption and authentication of the gRPC port.
@@ -116,6 +132,9 @@ pub struct EngineArgs {
     /// Compute threads for the model (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Budget of one batch: padded source tokens × beams.
     #[arg(long, env = "TARJAMA_MAX_BATCH_TOKENS", default_value_t = 4096)]
     pub max_batch_tokens: usize,
@@ -173,6 +192,13 @@ pub struct TranslateArgs {
     /// Print `{"translation": …, "token_ids": […], "score": …}`.
     #[arg(long)]
     pub json: bool,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
+    /// One input per line of standard input, one JSON object per line out (`--json`'s
+    /// shape), translated in batches.
+    #[arg(long, conflicts_with = "text")]
+    pub lines: bool,
     /// Compute threads (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -191,6 +217,9 @@ pub struct BenchArgs {
     /// Run only these modes (comma-separated names from the workload).
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<String>,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Compute threads (the anchors use 2).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 2)]
     pub threads: usize,
@@ -270,6 +299,9 @@ pub struct SummarizeArgs {
     /// Print `{"summary": …, "method": …}`.
     #[arg(long)]
     pub json: bool,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Compute threads (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,

@@ -19,7 +19,7 @@ use prepare::Prepared;
 pub use summarizer::{AbstractiveSummary, Summarizer};
 pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryRequest};
 
-use crate::model::{GenerationParams, ModelFamily, Seq2SeqModel};
+use crate::model::{ComputeType, GenerationParams, ModelFamily, Seq2SeqModel};
 use crate::scheduler::{GenOptions, Scheduler, SchedulerConfig, SchedulerError, SentenceOutput};
 use crate::tokenizer::Tokenizer;
 
@@ -85,6 +85,7 @@ pub struct ModelInfo {
     pub max_input_tokens: usize,
     pub max_output_tokens: usize,
     pub default_beam_size: usize,
+    pub compute_type: ComputeType,
 }
 
 impl ModelInfo {
@@ -107,6 +108,7 @@ impl ModelInfo {
             // max_length counts the decoder start token.
             max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
             default_beam_size: defaults.num_beams.max(1),
+            compute_type: model.compute_type(),
         }
     }
 }
