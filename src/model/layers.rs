@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::Activation;
-use super::kernels::{self, F32Path, I8Path, KvRows, PackedF32, PackedI8};
+use super::kernels::{self, Epilogue, F32Path, I8Path, KvRows, PackedF32, PackedI8};
 use super::kv_cache::{Ancestry, KvCache};
 use super::weights::WeightSource;
 use super::{ComputeType, ModelError};
@@ -372,6 +372,17 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        // int8: SiLU / ReLU go into fc1's epilogue.
+        if let LinearKind::Int8 { w, .. } = &self.fc1.kind {
+            let fused = match self.act {
+                Activation::Silu => Some(Epilogue::Silu),
+                Activation::Relu => Some(Epilogue::Relu),
+                _ => None,
+            };
+            if let Some(act) = fused {
+                return self.fc2.forward(&w.forward_with(x, act)?);
+            }
+        }
         let h = self.fc1.forward(x)?;
         let h = match self.act {
             Activation::Silu => h.silu()?,

@@ -38,7 +38,7 @@ use candle_core::{CpuStorage, Layout, Tensor};
 pub(crate) use attention::{decode_attention, gather_cache, KvRows};
 pub(crate) use exp::sum_exp_shifted;
 pub(crate) use gemm_f32::{F32Path, PackedF32};
-pub(crate) use gemm_i8::{I8Path, PackedI8};
+pub(crate) use gemm_i8::{Epilogue, I8Path, PackedI8};
 pub(crate) use layer_norm::layer_norm;
 
 /// The elements of a contiguous CPU f32 storage.

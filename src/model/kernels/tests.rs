@@ -218,3 +218,26 @@ fn shape_errors_are_errors() {
         assert!(p.matmul(&[1.0; 7], 2).is_err());
     }
 }
+
+/// The fused activations equal the activation applied afterwards, on every path.
+#[test]
+fn int8_epilogue_activations_match_separate_ones() {
+    use super::gemm_i8::Epilogue;
+    let (m, k, n) = (9, 300, 47);
+    let (x, w, b) = (values(m * k, 16), values(n * k, 17), values(n, 18));
+    for path in I8Path::all() {
+        let p = PackedI8::new(&w, &b, n, k, path).unwrap();
+        let plain = p.matmul(&x, m).unwrap();
+        let silu = p.matmul_with(&x, m, Epilogue::Silu).unwrap();
+        let relu = p.matmul_with(&x, m, Epilogue::Relu).unwrap();
+        for ((&v, &s), &r) in plain.iter().zip(&silu).zip(&relu) {
+            assert_eq!(
+                s.to_bits(),
+                (v / (1.0 + (-v).exp())).to_bits(),
+                "{}",
+                path.name()
+            );
+            assert_eq!(r.to_bits(), v.max(0.0).to_bits(), "{}", path.name());
+        }
+    }
+}
