@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import tempfile
 import time
 
@@ -114,6 +115,8 @@ def main():
                                                 inter_threads=1, compute_type=compute_type)
             for mode, rate in run(translator, tokens, workload):
                 print(f"ct2-{compute_type} {mode} {rate:.1f} tok/s", flush=True)
+    # Peak resident set of this process (all compute types run), as `tarjama bench` prints it.
+    print(f"peak-rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

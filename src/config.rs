@@ -5,11 +5,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::ComputeType;
 use crate::scheduler::SchedulerConfig;
 
 /// Pinned so that every replica serves the same weights (this revision has model.safetensors).
 pub const DEFAULT_TRANSLATION_MODEL: &str =
     "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
+/// Arithmetic of the linear layers when not given (see README, "int8").
+pub const DEFAULT_COMPUTE_TYPE: &str = "f32";
+
 /// The hub's safetensors conversion of distilbart-cnn-12-6. A pull-request ref can move, and
 /// only its commit's prefix is known here (no hub access from our machines), so startup
 /// checks the commit it resolves to against [`DEFAULT_SUMMARIZATION_COMMIT`].
@@ -100,6 +104,18 @@ pub struct ServeArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub transport: TransportArgs,
+    /// Arithmetic of the summarization model's linear layers, when it differs from
+    /// --compute-type.
+    #[arg(long, env = "TARJAMA_SUMMARIZATION_COMPUTE_TYPE", value_enum)]
+    pub summarization_compute_type: Option<ComputeType>,
+}
+
+impl ServeArgs {
+    /// (translation model, summarization model) compute types.
+    pub fn compute_types(&self) -> (ComputeType, ComputeType) {
+        let t = self.engine.compute_type;
+        (t, self.summarization_compute_type.unwrap_or(t))
+    }
 }
 
 /// HTTP/2 limits of the gRPC port.
@@ -146,6 +162,9 @@ pub struct EngineArgs {
     /// Compute threads for the model (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Budget of one batch: padded source tokens × beams.
     #[arg(long, env = "TARJAMA_MAX_BATCH_TOKENS", default_value_t = 4096)]
     pub max_batch_tokens: usize,
@@ -223,6 +242,13 @@ pub struct TranslateArgs {
     /// Print `{"translation": …, "token_ids": […], "score": …}`.
     #[arg(long)]
     pub json: bool,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
+    /// One input per line of standard input, one JSON object per line out (`--json`'s
+    /// shape), translated in batches.
+    #[arg(long, conflicts_with = "text")]
+    pub lines: bool,
     /// Compute threads (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -241,6 +267,9 @@ pub struct BenchArgs {
     /// Run only these modes (comma-separated names from the workload).
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<String>,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Compute threads (the CTranslate2 baseline in bench/ uses 2).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 2)]
     pub threads: usize,
@@ -320,6 +349,9 @@ pub struct SummarizeArgs {
     /// Print `{"summary": …, "method": …}`.
     #[arg(long)]
     pub json: bool,
+    /// Arithmetic of the linear layers: f32, or int8 (weights quantised at load).
+    #[arg(long, env = "TARJAMA_COMPUTE_TYPE", value_enum, default_value = DEFAULT_COMPUTE_TYPE)]
+    pub compute_type: ComputeType,
     /// Compute threads (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,

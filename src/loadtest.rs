@@ -92,18 +92,20 @@ async fn start_random_server(
     let tokenizer_dir = args.tokenizer.clone();
     let serve: ServeArgs = args.serve_args();
     let scheduler = serve.engine.scheduler_config();
+    let compute = serve.engine.compute_type;
     let load = move || -> Result<Engines, StartupError> {
         let config =
             ModelConfig::from_file(&config_path).map_err(|source| StartupError::Model {
                 dir: config_path.clone(),
                 source,
             })?;
-        let model = Seq2SeqModel::random(config, 0, &Device::Cpu).map_err(|source| {
-            StartupError::Model {
-                dir: config_path.clone(),
-                source,
-            }
-        })?;
+        let model =
+            Seq2SeqModel::random_as(config, 0, &Device::Cpu, compute).map_err(|source| {
+                StartupError::Model {
+                    dir: config_path.clone(),
+                    source,
+                }
+            })?;
         let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
         let id = format!("random:{}", config_path.display());
         let info = ModelInfo::describe(&model, Task::Translation, id, "random".into());

@@ -109,9 +109,16 @@ fn read_text(arg: Option<String>) -> Result<String> {
 }
 
 fn translate(args: TranslateArgs) -> Result<()> {
-    let text = read_text(args.text.clone())?;
+    let text = if args.lines {
+        String::new()
+    } else {
+        read_text(args.text.clone())?
+    };
     let resolved = server::resolve_model(&args.model, &args.hub)?;
-    let (model, tokenizer) = server::load_model(&resolved)?;
+    let (model, tokenizer) = server::load_model(&resolved, args.compute_type)?;
+    if args.lines {
+        return translate_lines(&args, model, tokenizer, &resolved);
+    }
     if args.raw {
         return translate_raw(&args, &text, &model, &tokenizer);
     }
@@ -125,30 +132,129 @@ fn translate(args: TranslateArgs) -> Result<()> {
         runtime.block_on(translator.translate(text, SourceLanguage::Auto, &options, None))?;
     translator.shutdown();
     if args.json {
-        let token_ids: Vec<u32> = done
-            .segments
-            .iter()
-            .flat_map(|s| s.token_ids.iter().copied())
-            .collect();
-        let score = if done.segments.is_empty() {
-            0.0
-        } else {
-            done.segments.iter().map(|s| s.score).sum::<f32>() / done.segments.len() as f32
-        };
-        let segments: Vec<_> = done
-            .segments
-            .iter()
-            .map(|s| serde_json::json!({"source": s.source, "translation": s.translation, "token_ids": s.token_ids, "score": s.score}))
-            .collect();
-        let out = serde_json::json!({"translation": done.text, "token_ids": token_ids, "score": score, "segments": segments});
-        println!("{out}");
+        println!("{}", translation_json(&done));
     } else {
         println!("{}", done.text);
     }
     Ok(())
 }
 
-/// One model input, exactly as given: what parity checks against other implementations use.
+/// `--json`'s shape: the text, all generated ids, the mean segment score, the segments.
+fn translation_json(done: &tarjama::pipeline::TranslatedText) -> serde_json::Value {
+    let token_ids: Vec<u32> = done
+        .segments
+        .iter()
+        .flat_map(|s| s.token_ids.iter().copied())
+        .collect();
+    let score = if done.segments.is_empty() {
+        0.0
+    } else {
+        done.segments.iter().map(|s| s.score).sum::<f32>() / done.segments.len() as f32
+    };
+    let segments: Vec<_> = done
+        .segments
+        .iter()
+        .map(|s| serde_json::json!({"source": s.source, "translation": s.translation, "token_ids": s.token_ids, "score": s.score}))
+        .collect();
+    serde_json::json!({"translation": done.text, "token_ids": token_ids, "score": score, "segments": segments})
+}
+
+/// Inputs in flight at once with `--lines`: enough for the scheduler to fill its batches.
+const LINES_IN_FLIGHT: usize = 64;
+
+/// `--lines`: every line of standard input is one input; one JSON object per line comes out,
+/// in input order. Lines go through the scheduler together, so they are batched; with
+/// `--raw`, consecutive lines go to the model as batches of [`RAW_BATCH`].
+fn translate_lines(
+    args: &TranslateArgs,
+    model: Seq2SeqModel,
+    tokenizer: tarjama::tokenizer::Tokenizer,
+    resolved: &tarjama::hub::ResolvedModel,
+) -> Result<()> {
+    use futures::StreamExt;
+    use std::io::{BufRead, Write};
+    let lines: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .context("cannot read standard input")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.raw {
+        for chunk in lines.chunks(RAW_BATCH) {
+            for value in translate_raw_batch(args, chunk, &model, &tokenizer)? {
+                writeln!(out, "{value}")?;
+            }
+        }
+        return Ok(out.flush()?);
+    }
+    let info = server::model_info(resolved, &model, tarjama::pipeline::Task::Translation);
+    let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
+    let options = cli_options(args);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let mut done = futures::stream::iter(lines.iter())
+            .map(|line| {
+                let (translator, options) = (&translator, &options);
+                async move {
+                    if line.trim().is_empty() {
+                        return Ok(serde_json::json!({"translation": "", "token_ids": [], "score": 0.0, "segments": []}));
+                    }
+                    translator
+                        .translate(line.clone(), SourceLanguage::Auto, options, None)
+                        .await
+                        .map(|d| translation_json(&d))
+                }
+            })
+            .buffered(LINES_IN_FLIGHT);
+        while let Some(value) = done.next().await {
+            writeln!(out, "{}", value?)?;
+        }
+        anyhow::Ok(())
+    });
+    translator.shutdown();
+    result?;
+    Ok(out.flush()?)
+}
+
+/// Lines per model call with `--lines --raw`.
+const RAW_BATCH: usize = 16;
+
+/// Lines as model inputs, unchanged, in one batch -> `{"translation", "token_ids", "score"}`.
+fn translate_raw_batch(
+    args: &TranslateArgs,
+    lines: &[String],
+    model: &Seq2SeqModel,
+    tokenizer: &tarjama::tokenizer::Tokenizer,
+) -> Result<Vec<serde_json::Value>> {
+    let empty = serde_json::json!({"translation": "", "token_ids": [], "score": 0.0});
+    let mut inputs = Vec::new();
+    let mut at = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.trim().is_empty() {
+            inputs.push(tokenizer.encode(line)?);
+            at.push(i);
+        }
+    }
+    let mut out = vec![empty; lines.len()];
+    if inputs.is_empty() {
+        return Ok(out);
+    }
+    let params = model
+        .generation_defaults()
+        .with_overrides(&cli_options(args));
+    let generated = tarjama::model::generate(model, &inputs, &params, &|_| false)?;
+    for (g, i) in generated.into_iter().zip(at) {
+        let g = g.context("the model returned nothing")?;
+        let translation = tokenizer.decode(&g.ids, true)?;
+        out[i] =
+            serde_json::json!({"translation": translation, "token_ids": g.ids, "score": g.score});
+    }
+    Ok(out)
+}
+
 /// The generation options `translate` was given.
 fn cli_options(args: &TranslateArgs) -> GenerationOverrides {
     GenerationOverrides {
@@ -185,12 +291,22 @@ fn translate_raw(
 
 fn bench(args: BenchArgs) -> Result<()> {
     if args.summary {
-        return bench_summary();
+        return bench_summary(args.compute_type);
     }
     let modes = (!args.modes.is_empty()).then_some(args.modes.as_slice());
-    let results =
-        tarjama::model::bench::run_bench_with(&args.config, &args.workload, modes, args.sorted)
-            .context("benchmark failed")?;
+    eprintln!(
+        "  compute type {}, int8 kernels {}",
+        args.compute_type,
+        tarjama::model::int8_kernel()
+    );
+    let results = tarjama::model::bench::run_bench_with(
+        &args.config,
+        &args.workload,
+        modes,
+        args.sorted,
+        args.compute_type,
+    )
+    .context("benchmark failed")?;
     for r in &results {
         println!("{} {:.1} tok/s", r.mode, r.tokens_per_s);
         let cpu = r
@@ -266,7 +382,7 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
         SummaryMethodArg::Extractive => None,
         SummaryMethodArg::Abstractive => {
             let resolved = server::resolve_model(&args.model, &args.hub)?;
-            let (model, tokenizer) = server::load_model(&resolved)?;
+            let (model, tokenizer) = server::load_model(&resolved, args.compute_type)?;
             let info =
                 server::model_info(&resolved, &model, tarjama::pipeline::Task::Summarization);
             Some(Summarizer::start(
@@ -299,8 +415,9 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_summary() -> Result<()> {
-    let (seconds, build) = tarjama::model::bench::summary_latency(600, 60)?;
+fn bench_summary(compute: tarjama::model::ComputeType) -> Result<()> {
+    eprintln!("  compute type {compute}");
+    let (seconds, build) = tarjama::model::bench::summary_latency(600, 60, compute)?;
     eprintln!("  random distilbart-cnn-shaped model built in {build:.1} s");
     println!("abstractive-600to60-beam4 {:.0} ms", seconds * 1000.0);
     // The English news text the fixtures were made from (~255 words), as an article.

@@ -12,7 +12,7 @@ use tonic_health::ServingStatus;
 use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, TarjamaService};
 use crate::config::{HubArgs, ServeArgs};
 use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
-use crate::model::{Device, ModelError, Seq2SeqModel};
+use crate::model::{ComputeType, Device, ModelError, Seq2SeqModel};
 use crate::pipeline::{Engines, ModelInfo, PipelineError, Summarizer, Task, Translator};
 use crate::proto::{self, translation_service_server::TranslationServiceServer};
 use crate::scheduler::SchedulerConfig;
@@ -111,18 +111,22 @@ pub fn resolve_model(spec: &str, hub_args: &HubArgs) -> Result<ResolvedModel, Hu
     hub::resolve(&source, &hub_options(hub_args, true))
 }
 
-/// Loads weights and tokenizer of a resolved translation model.
-pub fn load_model(resolved: &ResolvedModel) -> Result<(Seq2SeqModel, Tokenizer), StartupError> {
+/// Loads weights and tokenizer of a resolved model, its linear layers in `compute`.
+pub fn load_model(
+    resolved: &ResolvedModel,
+    compute: ComputeType,
+) -> Result<(Seq2SeqModel, Tokenizer), StartupError> {
     let started = std::time::Instant::now();
-    let model =
-        Seq2SeqModel::load(&resolved.dir, &Device::Cpu).map_err(|source| StartupError::Model {
+    let model = Seq2SeqModel::load_as(&resolved.dir, &Device::Cpu, compute).map_err(|source| {
+        StartupError::Model {
             dir: resolved.dir.clone(),
             source,
-        })?;
+        }
+    })?;
     let tokenizer = Tokenizer::from_dir(&resolved.dir)?;
     let took = started.elapsed();
     metrics::gauge!(telemetry::MODEL_LOAD, "model" => resolved.id.clone()).set(took.as_secs_f64());
-    tracing::info!(model = %resolved.id, revision = %resolved.revision, ms = took.as_millis() as u64, "model loaded");
+    tracing::info!(model = %resolved.id, revision = %resolved.revision, ms = took.as_millis() as u64, compute_type = %compute, "model loaded");
     Ok((model, tokenizer))
 }
 
@@ -146,9 +150,10 @@ pub fn start_translator(
     hub_args: &HubArgs,
     scheduler: SchedulerConfig,
     max_response_bytes: usize,
+    compute: ComputeType,
 ) -> Result<Translator, StartupError> {
     let resolved = resolve_model(spec, hub_args)?;
-    let (model, tokenizer) = load_model(&resolved)?;
+    let (model, tokenizer) = load_model(&resolved, compute)?;
     let info = model_info(&resolved, &model, Task::Translation);
     publish_model_info(&info);
     let translator = Translator::start(model, tokenizer, info, scheduler)?;
@@ -160,13 +165,14 @@ pub fn start_summarizer(
     spec: &str,
     hub_args: &HubArgs,
     scheduler: SchedulerConfig,
+    compute: ComputeType,
 ) -> Result<Option<Summarizer>, StartupError> {
     if spec.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     let resolved = resolve_model(spec, hub_args)?;
     check_default_summarizer_commit(spec, &resolved)?;
-    let (model, tokenizer) = load_model(&resolved)?;
+    let (model, tokenizer) = load_model(&resolved, compute)?;
     let info = model_info(&resolved, &model, Task::Summarization);
     publish_model_info(&info);
     Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
@@ -194,13 +200,20 @@ fn check_default_summarizer_commit(
 /// Both models of `args`.
 pub fn start_engines(args: &ServeArgs) -> Result<Engines, StartupError> {
     let scheduler = args.engine.scheduler_config();
+    let (translation, summarization) = args.compute_types();
     let translator = start_translator(
         &args.translation_model,
         &args.hub,
         scheduler.clone(),
         args.limits.max_response_bytes,
+        translation,
     )?;
-    let summarizer = start_summarizer(&args.summarization_model, &args.hub, scheduler)?;
+    let summarizer = start_summarizer(
+        &args.summarization_model,
+        &args.hub,
+        scheduler,
+        summarization,
+    )?;
     Ok(Engines {
         translator: Arc::new(translator),
         summarizer: summarizer.map(Arc::new),

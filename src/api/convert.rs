@@ -61,6 +61,7 @@ pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
         max_output_tokens: clamp(info.max_output_tokens),
         default_beam_size: clamp(info.default_beam_size),
         max_beam_size: clamp(crate::pipeline::MAX_BEAM_SIZE),
+        compute_type: info.compute_type.name().to_string(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use super::weights::SplitMix64;
-use super::{Device, ModelConfig, ModelError, Seq2SeqModel};
+use super::{ComputeType, Device, ModelConfig, ModelError, Seq2SeqModel};
 
 #[derive(Deserialize)]
 struct Workload {
@@ -70,15 +70,17 @@ pub fn run_bench(
     workload_json: &Path,
     modes: Option<&[String]>,
 ) -> Result<Vec<BenchResult>, ModelError> {
-    run_bench_with(config_json, workload_json, modes, false)
+    run_bench_with(config_json, workload_json, modes, false, ComputeType::F32)
 }
 
-/// As [`run_bench`]; `length_sorted` groups sentences by source length before batching.
+/// As [`run_bench`]; `length_sorted` groups sentences by source length before batching; the
+/// linear layers compute in `compute`.
 pub fn run_bench_with(
     config_json: &Path,
     workload_json: &Path,
     modes: Option<&[String]>,
     length_sorted: bool,
+    compute: ComputeType,
 ) -> Result<Vec<BenchResult>, ModelError> {
     let cfg = ModelConfig::from_file(config_json)?;
     let text = std::fs::read_to_string(workload_json).map_err(|source| ModelError::Io {
@@ -93,7 +95,7 @@ pub fn run_bench_with(
             "workload: source/target lengths differ in count".into(),
         ));
     }
-    let model = Seq2SeqModel::random(cfg, 0x7a11, &Device::Cpu)?;
+    let model = Seq2SeqModel::random_as(cfg, 0x7a11, &Device::Cpu, compute)?;
     let sentences = make_sentences(&model, &wl, length_sorted);
     let mut results = Vec::new();
     for mode in &wl.modes {
@@ -174,10 +176,14 @@ const DISTILBART_CNN_SHAPED: &str = r#"{
 /// Abstractive summary latency: a `source_tokens` article into `new_tokens` tokens with
 /// beam 4 on a distilbart-cnn-shaped model with random weights (every beam forced to the
 /// full length, as real weights cost per token). Returns (seconds, model build seconds).
-pub fn summary_latency(source_tokens: usize, new_tokens: usize) -> Result<(f64, f64), ModelError> {
+pub fn summary_latency(
+    source_tokens: usize,
+    new_tokens: usize,
+    compute: ComputeType,
+) -> Result<(f64, f64), ModelError> {
     let built = Instant::now();
     let cfg = ModelConfig::from_json_str(DISTILBART_CNN_SHAPED)?;
-    let model = Seq2SeqModel::random(cfg, 0x5eed, &Device::Cpu)?;
+    let model = Seq2SeqModel::random_as(cfg, 0x5eed, &Device::Cpu, compute)?;
     let build_seconds = built.elapsed().as_secs_f64();
     let span = (model.config().vocab_size as u64).saturating_sub(8).max(1);
     let mut rng = SplitMix64(1);

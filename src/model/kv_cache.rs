@@ -59,8 +59,8 @@ impl KvCache {
     /// [`Ancestry::traced_rows`]), its cached steps contiguously in one row.
     pub fn materialise(&mut self, rows: &[&[u32]]) -> Res<()> {
         let cap = self.k.dim(2)?;
-        self.k = super::ops::gather_cache(&self.k, rows, self.len, cap)?;
-        self.v = super::ops::gather_cache(&self.v, rows, self.len, cap)?;
+        self.k = super::kernels::gather_cache(&self.k, rows, self.len, cap)?;
+        self.v = super::kernels::gather_cache(&self.v, rows, self.len, cap)?;
         Ok(())
     }
 }

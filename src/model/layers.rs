@@ -4,27 +4,39 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::Activation;
+use super::kernels::{self, Epilogue, F32Path, I8Path, KvRows, PackedF32, PackedI8};
 use super::kv_cache::{Ancestry, KvCache};
-use super::ops::KvRows;
 use super::weights::WeightSource;
-use super::Res;
+use super::{ComputeType, ModelError, Res};
 
 const LN_EPS: f32 = 1e-5;
 
-/// `y = x W^T + b`. With AVX2/FMA the weight is packed into column panels once at load time
-/// (see `ops::pack_panels`); otherwise `W^T` (in, out) is kept contiguous for candle's gemm.
+/// `y = x W^T + b`. f32: with AVX2/FMA the weight is packed into column panels once at load
+/// time (see `kernels::gemm_f32`), otherwise `W^T` (in, out) is kept contiguous for candle's
+/// gemm. int8: quantised per output row and packed at load (see `kernels::gemm_i8`).
 pub(crate) struct Linear {
-    w: Tensor,
-    bias: Tensor,
-    n: usize,
-    packed: bool,
+    kind: LinearKind,
+}
+
+enum LinearKind {
+    F32(PackedF32),
+    Int8 {
+        w: PackedI8,
+        /// The f32 weight (out, in), kept only for the tied embedding lookup.
+        rows: Option<Tensor>,
+    },
+    Plain {
+        w: Tensor,
+        bias: Tensor,
+        n: usize,
+    },
 }
 
 impl Linear {
     pub fn load(ws: &mut dyn WeightSource, prefix: &str, d_in: usize, d_out: usize) -> Res<Self> {
         let w = ws.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let b = ws.get(&format!("{prefix}.bias"), &[d_out])?;
-        Self::from_parts(&w, &b)
+        Self::from_parts(&w, &b, ws.compute_type())
     }
 
     /// Several projections of the same input fused into one matmul (q/k/v, k/v).
@@ -35,69 +47,113 @@ impl Linear {
             ws_.push(ws.get(&format!("{p}.weight"), &[d, d])?);
             bs.push(ws.get(&format!("{p}.bias"), &[d])?);
         }
-        Self::from_parts(&Tensor::cat(&ws_, 0)?, &Tensor::cat(&bs, 0)?)
+        Self::from_parts(
+            &Tensor::cat(&ws_, 0)?,
+            &Tensor::cat(&bs, 0)?,
+            ws.compute_type(),
+        )
     }
 
     /// From a PyTorch-layout weight (out, in) and a bias (out).
-    pub fn from_parts(w: &Tensor, bias: &Tensor) -> Res<Self> {
+    pub fn from_parts(w: &Tensor, bias: &Tensor, compute: ComputeType) -> Res<Self> {
+        Self::build(w, bias, compute, false)
+    }
+
+    /// The tied output projection: as [`Self::from_parts`], and rows of `W` stay readable in
+    /// f32 for the embedding lookup (int8 keeps the f32 table beside the quantised one, so
+    /// embeddings are not quantised).
+    pub fn tied(w: &Tensor, bias: &Tensor, compute: ComputeType) -> Res<Self> {
+        Self::build(w, bias, compute, true)
+    }
+
+    fn build(w: &Tensor, bias: &Tensor, compute: ComputeType, keep_rows: bool) -> Res<Self> {
         let n = w.dim(0)?;
-        if w.device().is_cpu() && super::ops::packed_available() {
-            let padded = n.next_multiple_of(super::ops::PANEL);
-            let zeros = Tensor::zeros(padded - n, bias.dtype(), bias.device())?;
-            Ok(Self {
-                w: super::ops::pack_panels(w)?,
-                bias: Tensor::cat(&[bias, &zeros], 0)?,
-                n,
-                packed: true,
-            })
-        } else {
-            Ok(Self {
+        let kind = if !w.device().is_cpu() {
+            LinearKind::Plain {
                 w: w.t()?.contiguous()?,
                 bias: bias.clone(),
                 n,
-                packed: false,
-            })
+            }
+        } else if compute == ComputeType::Int8 {
+            LinearKind::Int8 {
+                w: PackedI8::from_tensors(w, bias, I8Path::detect())?,
+                rows: keep_rows.then(|| w.clone()),
+            }
+        } else if let Some(path) = F32Path::detect() {
+            LinearKind::F32(PackedF32::from_tensors(w, bias, path)?)
+        } else {
+            LinearKind::Plain {
+                w: w.t()?.contiguous()?,
+                bias: bias.clone(),
+                n,
+            }
+        };
+        Ok(Self { kind })
+    }
+
+    fn out_features(&self) -> usize {
+        match &self.kind {
+            LinearKind::F32(p) => p.out_features(),
+            LinearKind::Int8 { w, .. } => w.out_features(),
+            LinearKind::Plain { n, .. } => *n,
         }
     }
 
     /// Rows of `W` (embedding lookup for the tied output layer) -> (len, in).
     pub fn weight_rows(&self, ids: &Tensor) -> Res<Tensor> {
-        Ok(if self.packed {
-            super::ops::packed_rows(&self.w, ids)?
-        } else {
-            self.w.index_select(ids, 1)?.t()?.contiguous()?
+        Ok(match &self.kind {
+            LinearKind::F32(p) => {
+                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
+                let rows = p.rows(&ids_v)?;
+                let k = rows.len() / ids_v.len().max(1);
+                Tensor::from_vec(rows, (ids_v.len(), k), ids.device())?
+            }
+            LinearKind::Int8 { rows: Some(w), .. } => w.index_select(ids, 0)?,
+            LinearKind::Int8 { rows: None, .. } => {
+                return Err(ModelError::Config(
+                    "embedding lookup on a projection without f32 rows".into(),
+                ))
+            }
+            LinearKind::Plain { w, .. } => w.index_select(ids, 1)?.t()?.contiguous()?,
         })
     }
 
     /// `x` (rows, in) -> row-major (rows, out) values on the CPU, without a tensor copy.
     pub fn forward_vec(&self, x: &Tensor) -> Res<Vec<f32>> {
-        if self.packed {
-            Ok(super::ops::packed_linear_vec(
-                &x.contiguous()?,
-                &self.w,
-                &self.bias,
-                self.n,
-            )?)
-        } else {
-            Ok(self.forward(x)?.flatten_all()?.to_vec1::<f32>()?)
+        let rows = |x: &Tensor| -> Res<(Tensor, usize)> {
+            let x = x.contiguous()?;
+            let m = x.dims2()?.0;
+            Ok((x, m))
+        };
+        match &self.kind {
+            LinearKind::F32(p) => {
+                let (x, m) = rows(x)?;
+                Ok(kernels::cpu_slice(&x, |xs| p.matmul(xs, m))?)
+            }
+            LinearKind::Int8 { w, .. } => {
+                let (x, m) = rows(x)?;
+                Ok(kernels::cpu_slice(&x, |xs| w.matmul(xs, m))?)
+            }
+            LinearKind::Plain { .. } => Ok(self.forward(x)?.flatten_all()?.to_vec1::<f32>()?),
         }
     }
 
     /// `x`: (..., in) -> (..., out).
     pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
-        let dims = x.dims();
-        let d_in = dims[dims.len() - 1];
-        let rows = x.elem_count() / d_in.max(1);
-        let x2 = x.reshape((rows, d_in))?;
-        let y = if self.packed {
-            super::ops::packed_linear(&x2, &self.w, &self.bias, self.n)?
-        } else {
-            x2.matmul(&self.w)?.broadcast_add(&self.bias)?
-        };
-        let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.n;
-        Ok(y.reshape(out_dims)?)
+        match &self.kind {
+            LinearKind::F32(p) => Ok(p.forward(x)?),
+            LinearKind::Int8 { w, .. } => Ok(w.forward(x)?),
+            LinearKind::Plain { w, bias, .. } => {
+                let dims = x.dims();
+                let d_in = dims[dims.len() - 1];
+                let rows = x.elem_count() / d_in.max(1);
+                let y = x.reshape((rows, d_in))?.matmul(w)?.broadcast_add(bias)?;
+                let mut out_dims = dims.to_vec();
+                let last = out_dims.len() - 1;
+                out_dims[last] = self.out_features();
+                Ok(y.reshape(out_dims)?)
+            }
+        }
     }
 }
 
@@ -115,7 +171,12 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
-        Ok(super::ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)?)
+        Ok(super::kernels::layer_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            LN_EPS,
+        )?)
     }
 }
 
@@ -130,7 +191,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64)
     Ok(probs.matmul(v)?)
 }
 
-/// Decoding steps on f32 CPU tensors use the fused kernel of `ops::decode_attention` (the
+/// Decoding steps on f32 CPU tensors use the fused kernel of `kernels::decode_attention` (the
 /// only path that follows a beam ancestry).
 pub(crate) fn fast_attention(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -205,7 +266,8 @@ impl SelfAttention {
                 .contiguous()?;
             let scale = self.scale() as f32;
             let rows = KvRows::Traced(ancestry.rows());
-            let ctx = super::ops::decode_attention(&q, &cache.k, &cache.v, len, rows, None, scale)?;
+            let ctx =
+                super::kernels::decode_attention(&q, &cache.k, &cache.v, len, rows, None, scale)?;
             return self.out.forward(&ctx);
         }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
@@ -260,7 +322,7 @@ impl CrossAttention {
         if t == 1 && fast_attention(x) {
             let q = q.reshape((r, self.d))?;
             let len = k.dim(2)?;
-            let ctx = super::ops::decode_attention(
+            let ctx = super::kernels::decode_attention(
                 &q,
                 k,
                 v,
@@ -308,6 +370,17 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Res<Tensor> {
+        // int8: SiLU / ReLU go into fc1's epilogue.
+        if let LinearKind::Int8 { w, .. } = &self.fc1.kind {
+            let fused = match self.act {
+                Activation::Silu => Some(Epilogue::Silu),
+                Activation::Relu => Some(Epilogue::Relu),
+                _ => None,
+            };
+            if let Some(act) = fused {
+                return self.fc2.forward(&w.forward_with(x, act)?);
+            }
+        }
         let h = self.fc1.forward(x)?;
         let h = match self.act {
             Activation::Silu => h.silu()?,

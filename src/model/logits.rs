@@ -87,7 +87,7 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
     if !max.is_finite() {
         return;
     }
-    let lse = super::ops::sum_exp_shifted(row, max).ln() as f32;
+    let lse = super::kernels::sum_exp_shifted(row, max).ln() as f32;
     for x in row.iter_mut() {
         *x = (*x - max) - lse;
     }

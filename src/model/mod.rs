@@ -3,10 +3,10 @@
 pub mod bench;
 mod config;
 mod generate;
+mod kernels;
 mod kv_cache;
 mod layers;
 mod logits;
-mod ops;
 mod seq2seq;
 mod weights;
 
@@ -15,6 +15,37 @@ pub use config::{Activation, GenerationOverrides, GenerationParams, ModelConfig,
 pub use generate::generate;
 pub use seq2seq::Seq2SeqModel;
 pub use weights::sinusoidal_positions;
+
+/// Arithmetic of the linear layers (encoder, decoder and the output projection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ComputeType {
+    /// f32 weights and activations (exact parity with PyTorch's f32 within rounding).
+    #[default]
+    F32,
+    /// int8 weights quantised per output row at load, activations per row on the fly, i32
+    /// accumulation; layer norm, softmax, attention and biases stay f32.
+    Int8,
+}
+
+impl ComputeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which int8 kernel family this CPU runs (`avx512-vnni`, `avx-vnni`, `avx2` or `portable`).
+pub fn int8_kernel() -> &'static str {
+    kernels::I8Path::detect().name()
+}
 
 /// One generated sequence.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,8 +7,8 @@ use candle_core::{Device, Tensor};
 use super::config::{GenerationParams, ModelConfig};
 use super::kv_cache::{Ancestry, DecoderState, KvCache};
 use super::layers::{residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention};
-use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource};
-use super::{ModelError, Res};
+use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource, WithCompute};
+use super::{ComputeType, ModelError, Res};
 
 /// Token + position embeddings of one side.
 struct Embeddings {
@@ -111,12 +111,18 @@ pub struct Seq2SeqModel {
     decoder: Vec<DecoderLayer>,
     enc_final_norm: Option<LayerNorm>,
     dec_final_norm: Option<LayerNorm>,
+    compute: ComputeType,
 }
 
 impl Seq2SeqModel {
     /// Loads `config.json` (+ `generation_config.json`) and `model.safetensors`, else
     /// `pytorch_model.bin`, from `dir`.
     pub fn load(dir: &Path, device: &Device) -> Res<Self> {
+        Self::load_as(dir, device, ComputeType::F32)
+    }
+
+    /// As [`Self::load`], the linear layers computing in `compute`.
+    pub fn load_as(dir: &Path, device: &Device, compute: ComputeType) -> Res<Self> {
         let st = dir.join("model.safetensors");
         let pt = dir.join("pytorch_model.bin");
         let file = if st.is_file() {
@@ -126,23 +132,41 @@ impl Seq2SeqModel {
         } else {
             return Err(ModelError::NoWeights(dir.display().to_string()));
         };
-        Self::load_with_weights(dir, &file, device)
+        let cfg = ModelConfig::from_dir(dir)?;
+        let mut ws = FileWeights::read(&file, device)?;
+        Self::build(cfg, &mut ws, device, compute)
     }
 
     /// Loads the config from `dir` and the weights from `weights_file`.
     pub fn load_with_weights(dir: &Path, weights_file: &Path, device: &Device) -> Res<Self> {
         let cfg = ModelConfig::from_dir(dir)?;
         let mut ws = FileWeights::read(weights_file, device)?;
-        Self::build(cfg, &mut ws, device)
+        Self::build(cfg, &mut ws, device, ComputeType::F32)
     }
 
     /// Seeded random weights with the config's shapes (benchmarks).
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Res<Self> {
-        let mut ws = RandomWeights::new(seed, device);
-        Self::build(config, &mut ws, device)
+        Self::random_as(config, seed, device, ComputeType::F32)
     }
 
-    fn build(cfg: ModelConfig, ws: &mut dyn WeightSource, device: &Device) -> Res<Self> {
+    /// As [`Self::random`], the linear layers computing in `compute`.
+    pub fn random_as(
+        config: ModelConfig,
+        seed: u64,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Res<Self> {
+        let mut ws = RandomWeights::new(seed, device);
+        Self::build(config, &mut ws, device, compute)
+    }
+
+    fn build(
+        cfg: ModelConfig,
+        ws: &mut dyn WeightSource,
+        device: &Device,
+        compute: ComputeType,
+    ) -> Res<Self> {
+        let ws = &mut WithCompute { inner: ws, compute };
         let (d, v) = (cfg.d_model, cfg.vocab_size);
         let emb = ws.first_of(
             &[
@@ -180,7 +204,7 @@ impl Seq2SeqModel {
             None => Tensor::zeros(v, candle_core::DType::F32, device)?,
         };
         Ok(Self {
-            lm_head: Linear::from_parts(&emb, &bias)?,
+            lm_head: Linear::tied(&emb, &bias, compute)?,
             cfg,
             device: device.clone(),
             enc_emb,
@@ -189,11 +213,17 @@ impl Seq2SeqModel {
             decoder,
             enc_final_norm,
             dec_final_norm,
+            compute,
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// What the linear layers compute in.
+    pub fn compute_type(&self) -> ComputeType {
+        self.compute
     }
 
     pub fn device(&self) -> &Device {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::ModelError;
+use super::{ComputeType, ModelError};
 
 /// Where layer constructors get their tensors from.
 pub(crate) trait WeightSource {
@@ -24,6 +24,31 @@ pub(crate) trait WeightSource {
         Err(ModelError::MissingTensor {
             name: names.join(" | "),
         })
+    }
+
+    /// What the linear layers built from these tensors compute in.
+    fn compute_type(&self) -> ComputeType {
+        ComputeType::F32
+    }
+}
+
+/// Another source's tensors, for layers that compute in `compute`.
+pub(crate) struct WithCompute<'a> {
+    pub inner: &'a mut dyn WeightSource,
+    pub compute: ComputeType,
+}
+
+impl WeightSource for WithCompute<'_> {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        self.inner.get(name, shape)
+    }
+
+    fn get_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>, ModelError> {
+        self.inner.get_opt(name, shape)
+    }
+
+    fn compute_type(&self) -> ComputeType {
+        self.compute
     }
 }
 

@@ -27,7 +27,7 @@ pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryReques
 
 use engine::Engine;
 
-use crate::model::{GenerationOverrides, GenerationParams, ModelFamily, Seq2SeqModel};
+use crate::model::{ComputeType, GenerationOverrides, GenerationParams, ModelFamily, Seq2SeqModel};
 use crate::scheduler::{Outputs, SchedulerConfig, SchedulerError, SentenceOutput};
 use crate::tokenizer::Tokenizer;
 
@@ -105,6 +105,7 @@ pub struct ModelInfo {
     pub max_input_tokens: usize,
     pub max_output_tokens: usize,
     pub default_beam_size: usize,
+    pub compute_type: ComputeType,
 }
 
 impl ModelInfo {
@@ -127,6 +128,7 @@ impl ModelInfo {
             // max_length counts the decoder start token.
             max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
             default_beam_size: defaults.num_beams.max(1),
+            compute_type: model.compute_type(),
         }
     }
 }

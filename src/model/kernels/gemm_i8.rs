@@ -1,0 +1,715 @@
+//! int8 GEMM: `y = x Wᵀ + b` with `W` quantised once at load and `x` quantised per call.
+//!
+//! # Scheme
+//!
+//! - Weights: symmetric int8 per output row (as CTranslate2 does): `sw = max|W_j| / 127`,
+//!   `q = round(W_j / sw)` in [−127, 127]. −128 is never produced, which the AVX2 path needs.
+//! - Activations: the same per input row, on every call.
+//! - Products summed exactly in i32 (|Σ| ≤ 127² · k, far from overflow for any k we meet),
+//!   then `y = Σ · (sx · sw) + b` in f32, by shared scalar code.
+//!
+//! # Paths, all bit-identical
+//!
+//! The integer sum is exact on every path, and quantisation and the f32 epilogue are the same
+//! code everywhere, so every path gives the same bits (tested on every path the CPU runs):
+//!
+//! - AVX-512 VNNI: `vpdpbusd` multiplies u8 × i8 and adds groups of 4 into i32 without
+//!   intermediate saturation. Activations go in as `x + 128` (u8); the `128 · Σ_k W_jk` this
+//!   adds is precomputed per column at load and the accumulators start from its negation.
+//!   One instruction per 64 multiply-adds.
+//! - AVX-VNNI: the same with 256-bit `vpdpbusd` (Alder Lake and later, Zen 5).
+//! - AVX2: `vpmaddubsw` (u8 × i8, pairs summed into i16 with saturation) then `vpmaddwd` with
+//!   ones into i32. With `x + 128` a pair can reach 2·255·127 > 32767 and saturate (oneDNN
+//!   and CTranslate2 document it; their ways out cost accuracy: 7-bit weights or activations).
+//!   Here the u8 operand is `|x|` and the sign moves onto the weight (`vpsignb`), so a pair is
+//!   at most 2·127·127 = 32258: never saturates, full 8-bit precision, one more instruction.
+//! - Portable (any other CPU, aarch64 included): the same sums in plain Rust.
+//!
+//! Weights are packed in 16-column panels, k in groups of 4 bytes per column: one group of a
+//! panel is 64 bytes (one zmm, two ymm), so every path reads the same layout.
+//!
+//! # Measured
+//!
+//! 2-core AMD EPYC (AVX2+FMA, no AVX-512), opus-mt-ar-en shapes, 2 threads, against the f32
+//! kernel of [`super::gemm_f32`] in the same run: see README's "int8" section for the
+//! end-to-end numbers; the VNNI paths were not executed on this machine (no such CPU here).
+
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
+
+use super::contiguous;
+
+/// Output columns per packed panel: one zmm of i32 lanes, two ymm.
+pub(crate) const PANEL: usize = 16;
+
+/// k values that one i32 lane sums (what `vpdpbusd` / `vpmaddubsw`+`vpmaddwd` add up).
+const GROUP: usize = 4;
+
+/// Bytes of one k group of a panel.
+const GROUP_BYTES: usize = PANEL * GROUP;
+
+/// k groups per block: 128 × 64 bytes = 8 KB of a panel stays in L1 while every row block
+/// of `x` uses it. i32 sums are exact, so blocking does not change any result.
+const K_GROUPS: usize = 128;
+
+/// Largest row tile of any path.
+const MAX_TILE: usize = 8;
+
+/// Rows of `x` handled per pass over the weights, so their quantised copy stays in L2.
+const ROW_CHUNK: usize = 128;
+
+type Tile = [[i32; PANEL]; MAX_TILE];
+
+/// Which int8 kernel family runs. A value other than `Portable` exists only after the CPU was
+/// checked to run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum I8Kind {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+/// Proof that this CPU runs an int8 kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct I8Path(I8Kind);
+
+impl I8Path {
+    /// Every family this CPU runs, narrowest (portable) first.
+    pub(crate) fn all() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut out = vec![Self(I8Kind::Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                out.push(Self(I8Kind::Avx2));
+                if is_x86_feature_detected!("avxvnni") {
+                    out.push(Self(I8Kind::AvxVnni));
+                }
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+                out.push(Self(I8Kind::Avx512Vnni));
+            }
+        }
+        out
+    }
+
+    /// The widest family the CPU runs, capped by `TARJAMA_KERNEL_ISA` (checked once).
+    pub(crate) fn detect() -> Self {
+        static PATH: std::sync::OnceLock<I8Path> = std::sync::OnceLock::new();
+        *PATH.get_or_init(|| {
+            let all = Self::all();
+            let cap = super::isa_cap();
+            let allowed: &[&str] = match cap.as_deref() {
+                Some("portable") => &["portable"],
+                Some("avx2") => &["portable", "avx2"],
+                Some("avx-vnni") => &["portable", "avx2", "avx-vnni"],
+                _ => &["portable", "avx2", "avx-vnni", "avx512-vnni"],
+            };
+            all.into_iter()
+                .rfind(|p| allowed.contains(&p.name()))
+                .unwrap_or(Self(I8Kind::Portable))
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self.0 {
+            I8Kind::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Rows per register tile: enough independent accumulators to hide the latency.
+    fn tile_rows(self) -> usize {
+        match self.0 {
+            I8Kind::Portable => 4,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx2 => 4,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::AvxVnni => 6,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx512Vnni => 8,
+        }
+    }
+
+    /// Whether the kernel also takes `|x|` (u8).
+    fn abs_activations(self) -> bool {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx2 => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the kernel takes activations as `x + 128` (u8) with column compensation.
+    fn offset_activations(self) -> bool {
+        match self.0 {
+            I8Kind::Portable => false,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx2 => false,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::AvxVnni | I8Kind::Avx512Vnni => true,
+        }
+    }
+}
+
+/// Symmetric int8 of one row: (scale, values in [−127, 127]); an all-zero row has scale 0.
+fn quantize_row(v: &[f32], out: &mut [i8]) -> f32 {
+    let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        out.iter_mut().for_each(|o| *o = 0);
+        return if amax.is_finite() { 0.0 } else { f32::NAN };
+    }
+    let inv = 127.0 / amax;
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = round_ties_even(x * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
+/// `v.round_ties_even()` for |v| < 2²²: adding and removing 1.5·2²³ leaves no fraction bits,
+/// and IEEE addition rounds to nearest even. The std method is a libm call (`rintf`) on
+/// baseline x86-64, which cost 6 % of a beam-search step; this vectorises.
+#[inline]
+fn round_ties_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
+/// An activation applied in the epilogue, after the bias (saves a pass over fc1's output and
+/// candle's thread-pool dispatch for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    None,
+    Silu,
+    Relu,
+}
+
+impl Epilogue {
+    #[inline]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Self::None => v,
+            // As candle's silu: v / (1 + e^−v).
+            Self::Silu => v / (1.0 + (-v).exp()),
+            Self::Relu => v.max(0.0),
+        }
+    }
+}
+
+/// A weight quantised and packed for the int8 kernels, with its scales, column compensation
+/// and bias padded to whole panels.
+pub(crate) struct PackedI8 {
+    /// Panel p, k group g, column c, byte t at `((p·groups + g)·16 + c)·4 + t`.
+    w: Vec<i8>,
+    /// Per output column: `max|W_j| / 127`.
+    scales: Vec<f32>,
+    /// Per output column: `128 · Σ_k q_jk` (what `x + 128` adds on the VNNI paths).
+    comp: Vec<i32>,
+    bias: Vec<f32>,
+    n: usize,
+    k: usize,
+    groups: usize,
+    panels: usize,
+    path: I8Path,
+}
+
+impl PackedI8 {
+    /// Quantises and packs `w` (n, k), row-major (PyTorch's (out, in)), with bias `b` (n).
+    pub(crate) fn new(
+        w: &[f32],
+        b: &[f32],
+        n: usize,
+        k: usize,
+        path: I8Path,
+    ) -> candle_core::Result<Self> {
+        if w.len() != n * k || b.len() != n || k == 0 {
+            candle_core::bail!(
+                "packed int8: weight {} / bias {} for {n}x{k}",
+                w.len(),
+                b.len()
+            );
+        }
+        let groups = k.div_ceil(GROUP);
+        let panels = n.div_ceil(PANEL);
+        let mut packed = vec![0i8; panels * groups * GROUP_BYTES];
+        let mut scales = vec![0f32; panels * PANEL];
+        let mut comp = vec![0i32; panels * PANEL];
+        let mut q = vec![0i8; k];
+        for (j, row) in w.chunks_exact(k).enumerate() {
+            scales[j] = quantize_row(row, &mut q);
+            comp[j] = 128 * q.iter().map(|&v| v as i32).sum::<i32>();
+            let (p, c) = (j / PANEL, j % PANEL);
+            for (i, &v) in q.iter().enumerate() {
+                let (g, t) = (i / GROUP, i % GROUP);
+                packed[((p * groups + g) * PANEL + c) * GROUP + t] = v;
+            }
+        }
+        let mut bias = b.to_vec();
+        bias.resize(panels * PANEL, 0.0);
+        Ok(Self {
+            w: packed,
+            scales,
+            comp,
+            bias,
+            n,
+            k,
+            groups,
+            panels,
+            path,
+        })
+    }
+
+    /// From tensors: `w` (n, k), `b` (n).
+    pub(crate) fn from_tensors(w: &Tensor, b: &Tensor, path: I8Path) -> candle_core::Result<Self> {
+        let (n, k) = w.dims2()?;
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        let bv = b.flatten_all()?.to_vec1::<f32>()?;
+        Self::new(&wv, &bv, n, k, path)
+    }
+
+    pub(crate) fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// The same weights on another kernel family (parity tests).
+    #[cfg(test)]
+    pub(crate) fn with_path(mut self, path: I8Path) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// `x` (m, k) row-major -> `x Wᵀ + b` (m, n) row-major.
+    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
+        self.matmul_with(x, m, Epilogue::None)
+    }
+
+    /// As [`Self::matmul`], then `act` on every output.
+    pub(crate) fn matmul_with(
+        &self,
+        x: &[f32],
+        m: usize,
+        act: Epilogue,
+    ) -> candle_core::Result<Vec<f32>> {
+        let (n, k) = (self.n, self.k);
+        if x.len() != m * k {
+            candle_core::bail!("packed int8: input of {} values is not {m}x{k}", x.len());
+        }
+        let mut y = vec![0f32; m * n];
+        for r0 in (0..m).step_by(ROW_CHUNK) {
+            let rows = ROW_CHUNK.min(m - r0);
+            let xs = &x[r0 * k..(r0 + rows) * k];
+            self.run(xs, &mut y[r0 * n..(r0 + rows) * n], rows, act);
+        }
+        Ok(y)
+    }
+
+    /// `x` (…, k) -> (…, n).
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, Epilogue::None)
+    }
+
+    /// `x` (…, k) -> act(x Wᵀ + b) (…, n).
+    pub(crate) fn forward_with(&self, x: &Tensor, act: Epilogue) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let rows = x.elem_count() / self.k.max(1);
+        let y = x
+            .reshape((rows, self.k))?
+            .contiguous()?
+            .apply_op1_no_bwd(&Op(self, act))?;
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.n;
+        }
+        y.reshape(out)
+    }
+
+    /// `m` rows of `x` into `y` (m, n).
+    fn run(&self, x: &[f32], y: &mut [f32], m: usize, act: Epilogue) {
+        let (k, groups, panels) = (self.k, self.groups, self.panels);
+        let stride = groups * GROUP;
+        // Quantised rows, k padded to whole groups with zeros (the padded weights are zero
+        // too, so padding adds nothing on any path).
+        let mut xq = vec![0i8; m * stride];
+        let xs: Vec<f32> = x
+            .chunks_exact(k)
+            .zip(xq.chunks_exact_mut(stride))
+            .map(|(row, q)| quantize_row(row, &mut q[..k]))
+            .collect();
+        let xbytes: Vec<u8> = if self.path.offset_activations() {
+            xq.iter().map(|&v| (v as u8) ^ 0x80).collect()
+        } else {
+            xq.iter().map(|&v| v as u8).collect()
+        };
+        // |x| once per call rather than once per panel (the AVX2 kernel's u8 operand).
+        let xabs: Vec<u8> = if self.path.abs_activations() {
+            xq.iter().map(|&v| v.unsigned_abs()).collect()
+        } else {
+            Vec::new()
+        };
+        let tasks = rayon::current_num_threads().clamp(1, panels.max(1));
+        let per = panels.div_ceil(tasks);
+        let out = OutPtr(y.as_mut_ptr());
+        let job = Job {
+            packed: self,
+            x: &xbytes,
+            xabs: &xabs,
+            xs: &xs,
+            m,
+            stride,
+            act,
+        };
+        rayon::scope(|s| {
+            for t in 0..tasks {
+                let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
+                if p0 >= p1 {
+                    continue;
+                }
+                let job = &job;
+                s.spawn(move |_| {
+                    let out = out;
+                    job.panels(p0, p1, out);
+                });
+            }
+        });
+    }
+}
+
+/// One call's shared inputs.
+struct Job<'a> {
+    packed: &'a PackedI8,
+    /// Quantised rows (`stride` bytes each): i8, or `x + 128` as u8 on the VNNI paths.
+    x: &'a [u8],
+    /// `|x|` as u8 (AVX2 path only, else empty).
+    xabs: &'a [u8],
+    xs: &'a [f32],
+    m: usize,
+    stride: usize,
+    act: Epilogue,
+}
+
+impl Job<'_> {
+    /// Panels p0..p1 of every row into `out` (m, n).
+    fn panels(&self, p0: usize, p1: usize, out: OutPtr) {
+        let pk = self.packed;
+        let (m, n, groups) = (self.m, pk.n, pk.groups);
+        let tr = pk.path.tile_rows();
+        let blocks = m.div_ceil(tr);
+        let mut tiles = vec![[[0i32; PANEL]; MAX_TILE]; blocks];
+        for p in p0..p1 {
+            let panel = &pk.w[p * groups * GROUP_BYTES..(p + 1) * groups * GROUP_BYTES];
+            let comp = &pk.comp[p * PANEL..(p + 1) * PANEL];
+            for g0 in (0..groups).step_by(K_GROUPS) {
+                let g1 = (g0 + K_GROUPS).min(groups);
+                for (blk, tile) in tiles.iter_mut().enumerate() {
+                    let r0 = blk * tr;
+                    let rows = tr.min(m - r0);
+                    let range = r0 * self.stride..(r0 + rows) * self.stride;
+                    let x = &self.x[range.clone()];
+                    let xabs = self.xabs.get(range).unwrap_or(&[]);
+                    let span = Span {
+                        stride: self.stride,
+                        g0,
+                        g1,
+                        fresh: g0 == 0,
+                    };
+                    block(pk.path, rows, x, xabs, panel, comp, span, tile);
+                }
+            }
+            // Shared epilogue: the same f32 operations whatever path summed.
+            let c0 = p * PANEL;
+            let cols = PANEL.min(n - c0);
+            let (sw, b) = (&pk.scales[c0..c0 + cols], &pk.bias[c0..c0 + cols]);
+            for (blk, tile) in tiles.iter().enumerate() {
+                let r0 = blk * tr;
+                for (dr, acc) in tile.iter().enumerate().take(tr.min(m - r0)) {
+                    let sx = self.xs[r0 + dr];
+                    // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output;
+                    // this task is the only writer of panel p's columns.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.0.add((r0 + dr) * n + c0), cols)
+                    };
+                    for (c, d) in dst.iter_mut().enumerate() {
+                        *d = self.act.apply(acc[c] as f32 * (sx * sw[c]) + b[c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which k groups one `block` call sums.
+#[derive(Clone, Copy)]
+struct Span {
+    /// Bytes per quantised row.
+    stride: usize,
+    g0: usize,
+    g1: usize,
+    /// First block: start from zero (or the compensation), not from the tile.
+    fresh: bool,
+}
+
+/// `rows` rows of `x` times one panel over groups g0..g1, summed into `tile`. The only place
+/// that picks a kernel: a path value proves its CPU features, and the slices' lengths were
+/// checked here (every kernel reads at most `rows · stride` bytes of `x` and `g1 · 64` of
+/// `panel`).
+#[allow(clippy::too_many_arguments)]
+fn block(
+    path: I8Path,
+    rows: usize,
+    x: &[u8],
+    xabs: &[u8],
+    panel: &[i8],
+    comp: &[i32],
+    s: Span,
+    tile: &mut Tile,
+) {
+    assert!(
+        rows <= path.tile_rows()
+            && x.len() >= rows * s.stride
+            && s.stride >= s.g1 * GROUP
+            && panel.len() >= s.g1 * GROUP_BYTES
+            && comp.len() == PANEL
+            && (!path.abs_activations() || xabs.len() == x.len()),
+        "int8 block: inconsistent shapes"
+    );
+    match path.0 {
+        I8Kind::Portable => portable(rows, x, panel, s, tile),
+        #[cfg(target_arch = "x86_64")]
+        I8Kind::Avx2 => {
+            // SAFETY: Avx2 is only built after detecting AVX2; bounds asserted above.
+            unsafe {
+                match rows {
+                    4.. => avx2::block::<4>(x, xabs, panel, s, tile),
+                    3 => avx2::block::<3>(x, xabs, panel, s, tile),
+                    2 => avx2::block::<2>(x, xabs, panel, s, tile),
+                    _ => avx2::block::<1>(x, xabs, panel, s, tile),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        I8Kind::AvxVnni => {
+            // SAFETY: AvxVnni is only built after detecting AVX2 and AVX-VNNI; bounds above.
+            unsafe {
+                match rows {
+                    6.. => avx_vnni::block::<6>(x, panel, comp, s, tile),
+                    5 => avx_vnni::block::<5>(x, panel, comp, s, tile),
+                    4 => avx_vnni::block::<4>(x, panel, comp, s, tile),
+                    3 => avx_vnni::block::<3>(x, panel, comp, s, tile),
+                    2 => avx_vnni::block::<2>(x, panel, comp, s, tile),
+                    _ => avx_vnni::block::<1>(x, panel, comp, s, tile),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        I8Kind::Avx512Vnni => {
+            // SAFETY: Avx512Vnni is only built after detecting AVX-512F and AVX-512 VNNI;
+            // bounds asserted above.
+            unsafe {
+                match rows {
+                    8.. => avx512_vnni::block::<8>(x, panel, comp, s, tile),
+                    7 => avx512_vnni::block::<7>(x, panel, comp, s, tile),
+                    6 => avx512_vnni::block::<6>(x, panel, comp, s, tile),
+                    5 => avx512_vnni::block::<5>(x, panel, comp, s, tile),
+                    4 => avx512_vnni::block::<4>(x, panel, comp, s, tile),
+                    3 => avx512_vnni::block::<3>(x, panel, comp, s, tile),
+                    2 => avx512_vnni::block::<2>(x, panel, comp, s, tile),
+                    _ => avx512_vnni::block::<1>(x, panel, comp, s, tile),
+                }
+            }
+        }
+    }
+}
+
+/// Plain Rust: i8 activations times i8 weights, exact i32 sums.
+fn portable(rows: usize, x: &[u8], panel: &[i8], s: Span, tile: &mut Tile) {
+    for (r, acc) in tile.iter_mut().enumerate().take(rows) {
+        if s.fresh {
+            *acc = [0; PANEL];
+        }
+        let xr = &x[r * s.stride..(r + 1) * s.stride];
+        for g in s.g0..s.g1 {
+            let xg = &xr[g * GROUP..(g + 1) * GROUP];
+            let wg = &panel[g * GROUP_BYTES..(g + 1) * GROUP_BYTES];
+            for (c, a) in acc.iter_mut().enumerate() {
+                let w = &wg[c * GROUP..(c + 1) * GROUP];
+                *a += (0..GROUP)
+                    .map(|t| (xg[t] as i8 as i32) * (w[t] as i32))
+                    .sum::<i32>();
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use std::arch::x86_64::*;
+
+    /// R rows × 16 columns over groups g0..g1: `|x|` (u8) times `w · sign(x)` (i8) with
+    /// `vpmaddubsw` (pairs never exceed 2·127·127, no saturation), then `vpmaddwd` by ones.
+    ///
+    /// # Safety
+    /// The CPU runs AVX2; `x` holds R rows of `s.stride ≥ 4·g1` bytes of i8 values in
+    /// [−127, 127] and `xabs` their absolute values; `panel` holds at least `64·g1` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn block<const R: usize>(
+        x: &[u8],
+        xabs: &[u8],
+        panel: &[i8],
+        s: Span,
+        tile: &mut Tile,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        if !s.fresh {
+            for (r, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_loadu_si256(tile[r].as_ptr() as *const __m256i);
+                a[1] = _mm256_loadu_si256(tile[r].as_ptr().add(8) as *const __m256i);
+            }
+        }
+        let (xp, ap, wp) = (x.as_ptr(), xabs.as_ptr(), panel.as_ptr());
+        for g in s.g0..s.g1 {
+            let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES + 32) as *const __m256i);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let at = r * s.stride + g * GROUP;
+                let xb = _mm256_set1_epi32((xp.add(at) as *const i32).read_unaligned());
+                let xa = _mm256_set1_epi32((ap.add(at) as *const i32).read_unaligned());
+                let p0 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w0, xb));
+                let p1 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w1, xb));
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(p0, ones));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, a[0]);
+            _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, a[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx_vnni {
+    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use std::arch::x86_64::*;
+
+    /// R rows × 16 columns over groups g0..g1 with 256-bit `vpdpbusd` on `x + 128` (u8); a
+    /// fresh tile starts at `−comp`, which cancels the offset exactly.
+    ///
+    /// # Safety
+    /// The CPU runs AVX2 and AVX-VNNI; `x` holds R rows of `s.stride ≥ 4·g1` bytes; `panel`
+    /// holds at least `64·g1` bytes; `comp` 16 values.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn block<const R: usize>(
+        x: &[u8],
+        panel: &[i8],
+        comp: &[i32],
+        s: Span,
+        tile: &mut Tile,
+    ) {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let zero = _mm256_setzero_si256();
+        for (r, a) in acc.iter_mut().enumerate() {
+            if s.fresh {
+                a[0] = _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i));
+                a[1] = _mm256_sub_epi32(
+                    zero,
+                    _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
+                );
+            } else {
+                a[0] = _mm256_loadu_si256(tile[r].as_ptr() as *const __m256i);
+                a[1] = _mm256_loadu_si256(tile[r].as_ptr().add(8) as *const __m256i);
+            }
+        }
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        for g in s.g0..s.g1 {
+            let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES + 32) as *const __m256i);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let bytes = (xp.add(r * s.stride + g * GROUP) as *const i32).read_unaligned();
+                let xb = _mm256_set1_epi32(bytes);
+                a[0] = _mm256_dpbusd_avx_epi32(a[0], xb, w0);
+                a[1] = _mm256_dpbusd_avx_epi32(a[1], xb, w1);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, a[0]);
+            _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, a[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_vnni {
+    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use std::arch::x86_64::*;
+
+    /// R rows × 16 columns over groups g0..g1 with 512-bit `vpdpbusd` on `x + 128` (u8), one
+    /// zmm per row; a fresh tile starts at `−comp`.
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F and AVX-512 VNNI; `x` holds R rows of `s.stride ≥ 4·g1` bytes;
+    /// `panel` holds at least `64·g1` bytes; `comp` 16 values.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn block<const R: usize>(
+        x: &[u8],
+        panel: &[i8],
+        comp: &[i32],
+        s: Span,
+        tile: &mut Tile,
+    ) {
+        let mut acc = [_mm512_setzero_si512(); R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = if s.fresh {
+                _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_loadu_si512(comp.as_ptr() as *const _),
+                )
+            } else {
+                _mm512_loadu_si512(tile[r].as_ptr() as *const _)
+            };
+        }
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        for g in s.g0..s.g1 {
+            let w = _mm512_loadu_si512(wp.add(g * GROUP_BYTES) as *const _);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let bytes = (xp.add(r * s.stride + g * GROUP) as *const i32).read_unaligned();
+                *a = _mm512_dpbusd_epi32(*a, _mm512_set1_epi32(bytes), w);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_storeu_si512(tile[r].as_mut_ptr() as *mut _, *a);
+        }
+    }
+}
+
+/// The packed product as a candle op on (m, k) inputs.
+struct Op<'a>(&'a PackedI8, Epilogue);
+
+impl candle_core::CustomOp1 for Op<'_> {
+    fn name(&self) -> &'static str {
+        "tarjama-packed-int8"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l)?;
+        let (m, _) = l.shape().dims2()?;
+        let y = self.0.matmul_with(x, m, self.1)?;
+        Ok((CpuStorage::F32(y), Shape::from_dims(&[m, self.0.n])))
+    }
+}
+
+/// Output pointer shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only the columns of its own panels.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}

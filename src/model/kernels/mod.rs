@@ -1,0 +1,76 @@
+//! CPU kernels candle lacks in the speed or precision we need, one file per concern:
+//!
+//! - [`gemm_f32`]: `y = x Wᵀ + b` on weights packed once at load into 16-column panels; an
+//!   AVX2/FMA microkernel (6 rows × 16 columns) and an AVX-512 one (6 × 32) that gives the same
+//!   bits. Each output is one chain of FMAs over k in order, like BLAS, so f32 parity with
+//!   PyTorch stays within its own rounding.
+//! - [`gemm_i8`]: the same product on int8 weights (symmetric, per output row, f32 scales) and
+//!   activations quantised per row on the fly, accumulated exactly in i32: AVX-512 VNNI,
+//!   AVX-VNNI, AVX2 and a portable path, all bit-identical (see its module doc).
+//! - [`attention`]: one decoding step's attention (q·Kᵀ, softmax, ·V per row and head) over the
+//!   KV caches, following beam ancestry; and the cache gather that materialises it.
+//! - [`layer_norm`]: two-pass layer norm.
+//! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary.
+//!
+//! # Safety contract
+//!
+//! Every SIMD kernel is an `unsafe fn` with `#[target_feature]`: calling it on a CPU without
+//! the feature is undefined behaviour. The only values that unlock them are [`F32Path`] and
+//! [`I8Path`], which can only be built by checking the CPU at run time; the packed weight
+//! types ([`PackedF32`], [`PackedI8`]) hold one, checked shapes and their own buffers, and
+//! their safe entry points are the only callers of the kernels. On a CPU without AVX2/FMA no
+//! [`F32Path`] exists (the type is then uninhabited), so no packed f32 weight can exist and
+//! nothing can return a buffer a kernel did not write.
+//!
+//! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
+//!
+//! See `gemm_i8`'s module doc for the int8 numbers and README's "int8" section for the
+//! end-to-end figures against CTranslate2.
+
+pub(crate) mod attention;
+pub(crate) mod exp;
+pub(crate) mod gemm_f32;
+pub(crate) mod gemm_i8;
+pub(crate) mod layer_norm;
+
+use candle_core::{CpuStorage, Layout, Tensor};
+
+pub(crate) use attention::{decode_attention, gather_cache, KvRows};
+pub(crate) use exp::sum_exp_shifted;
+pub(crate) use gemm_f32::{F32Path, PackedF32};
+pub(crate) use gemm_i8::{Epilogue, I8Path, PackedI8};
+pub(crate) use layer_norm::layer_norm;
+
+/// The elements of a contiguous CPU f32 storage.
+pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("expected contiguous inputs"),
+    }
+}
+
+/// Read access to a CPU f32 tensor's elements (its layout must be contiguous).
+pub(crate) fn cpu_slice<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("expected a CPU tensor");
+    };
+    f(contiguous(cpu, layout)?)
+}
+
+/// `TARJAMA_KERNEL_ISA` names the widest kernel family to use (`portable`, `avx2`,
+/// `avx-vnni`, `avx512`): it can only narrow what the CPU offers, so tests and comparisons can
+/// run a slower path on a fast machine; unset or unknown, the widest the CPU runs.
+pub(crate) fn isa_cap() -> Option<String> {
+    std::env::var("TARJAMA_KERNEL_ISA")
+        .ok()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

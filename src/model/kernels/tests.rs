@@ -1,0 +1,243 @@
+//! Every GEMM path against a plain reference matmul, on odd shapes: rows 1..130, k 300 / 600 /
+//! 2048 (more than one k block), n 33..70 (not a multiple of the 16-column panel). Each test
+//! runs every path the CPU can execute (a function argument), so CI on any machine covers
+//! what it can; `TARJAMA_KERNEL_ISA` additionally caps what the model itself picks.
+
+use super::gemm_f32::{F32Path, PackedF32};
+use super::gemm_i8::{I8Path, PackedI8};
+
+const ROWS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 31, 64, 97, 130];
+const KS: &[usize] = &[300, 600, 2048];
+const NS: &[usize] = &[33, 47, 64, 70];
+
+/// Deterministic values in about [−1, 1] with a few large ones (outliers stress per-row scales).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if i % 97 == 5 {
+                u * 6.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+/// `x Wᵀ + b` in f64.
+fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut y = vec![0f64; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let dot: f64 = (0..k)
+                .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                .sum();
+            y[r * n + c] = dot + b[c] as f64;
+        }
+    }
+    y
+}
+
+/// Shapes to cover: every row count with one k and n, and every (k, n) with a few row counts.
+fn shapes() -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = ROWS.iter().map(|&m| (m, 600, 70)).collect();
+    for &k in KS {
+        for &n in NS {
+            for &m in &[1, 7, 130] {
+                out.push((m, k, n));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn f32_paths_match_the_reference() {
+    let paths = F32Path::all();
+    if paths.is_empty() {
+        eprintln!("no f32 kernel runs on this CPU: nothing to check");
+    }
+    for path in paths {
+        for (m, k, n) in shapes() {
+            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            let want = reference(&x, &w, &b, m, n, k);
+            let got = PackedF32::new(&w, &b, n, k, path)
+                .and_then(|p| p.matmul(&x, m))
+                .unwrap();
+            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                // f32 accumulation over k terms of size ≤ 36.
+                let tol = 1e-6 * k as f64 * 36.0;
+                assert!(
+                    (g as f64 - r).abs() <= tol,
+                    "{} {m}x{k}x{n} [{i}]: {g} vs {r}",
+                    path.name()
+                );
+            }
+        }
+    }
+}
+
+/// The int8 scheme spelled out: the same quantisation, exact integer dot products, the same
+/// f32 epilogue. Every path must give exactly these bits.
+fn int8_reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let quant = |v: &[f32]| -> (f32, Vec<i32>) {
+        let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        if amax == 0.0 {
+            return (0.0, vec![0; v.len()]);
+        }
+        let inv = 127.0 / amax;
+        let q = v
+            .iter()
+            .map(|&x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i32)
+            .collect();
+        (amax / 127.0, q)
+    };
+    let ws: Vec<(f32, Vec<i32>)> = w.chunks(k).map(quant).collect();
+    let mut y = vec![0f32; m * n];
+    for r in 0..m {
+        let (sx, xq) = quant(&x[r * k..(r + 1) * k]);
+        for (c, (sw, wq)) in ws.iter().enumerate() {
+            let dot: i32 = xq.iter().zip(wq).map(|(a, b)| a * b).sum();
+            y[r * n + c] = dot as f32 * (sx * sw) + b[c];
+        }
+    }
+    y
+}
+
+#[test]
+fn int8_paths_match_the_reference_bit_for_bit() {
+    for path in I8Path::all() {
+        for (m, k, n) in shapes() {
+            let (x, w, b) = (values(m * k, 4), values(n * k, 5), values(n, 6));
+            let want = int8_reference(&x, &w, &b, m, n, k);
+            let got = PackedI8::new(&w, &b, n, k, path)
+                .and_then(|p| p.matmul(&x, m))
+                .unwrap();
+            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    r.to_bits(),
+                    "{} {m}x{k}x{n} [{i}]: {g} vs {r}",
+                    path.name()
+                );
+            }
+        }
+    }
+}
+
+/// Quantisation error stays within its bound: each factor is off by at most half a step, so
+/// |Δy| ≤ Σ (|x|·sw/2 + |w|·sx/2 + sx·sw/4).
+#[test]
+fn int8_error_is_bounded_against_f32() {
+    let path = I8Path::detect();
+    for (m, k, n) in shapes() {
+        let (x, w, b) = (values(m * k, 7), values(n * k, 8), values(n, 9));
+        let want = reference(&x, &w, &b, m, n, k);
+        let got = PackedI8::new(&w, &b, n, k, path)
+            .and_then(|p| p.matmul(&x, m))
+            .unwrap();
+        let amax = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs())) as f64;
+        for r in 0..m {
+            let xr = &x[r * k..(r + 1) * k];
+            let sx = amax(xr) / 127.0;
+            for c in 0..n {
+                let wr = &w[c * k..(c + 1) * k];
+                let sw = amax(wr) / 127.0;
+                let bound: f64 = xr
+                    .iter()
+                    .zip(wr)
+                    .map(|(&a, &b)| {
+                        (a.abs() as f64) * sw / 2.0 + (b.abs() as f64) * sx / 2.0 + sx * sw / 4.0
+                    })
+                    .sum::<f64>()
+                    * 1.001
+                    + 1e-5;
+                let err = (got[r * n + c] as f64 - want[r * n + c]).abs();
+                assert!(err <= bound, "{m}x{k}x{n} [{r},{c}]: {err} > {bound}");
+            }
+        }
+    }
+}
+
+/// Zero rows (padding, a zeroed input) give the bias exactly, on every path; so does an
+/// all-zero weight row.
+#[test]
+fn int8_zero_rows_give_the_bias() {
+    let (m, k, n) = (5, 300, 33);
+    let mut x = values(m * k, 10);
+    x[2 * k..3 * k].iter_mut().for_each(|v| *v = 0.0);
+    let mut w = values(n * k, 11);
+    w[4 * k..5 * k].iter_mut().for_each(|v| *v = 0.0);
+    let b = values(n, 12);
+    for path in I8Path::all() {
+        let y = PackedI8::new(&w, &b, n, k, path)
+            .and_then(|p| p.matmul(&x, m))
+            .unwrap();
+        assert_eq!(&y[2 * n..3 * n], &b[..], "{}", path.name());
+        for r in 0..m {
+            assert_eq!(y[r * n + 4], b[4], "{}", path.name());
+        }
+    }
+}
+
+#[test]
+fn int8_paths_are_identical_to_portable() {
+    let (m, k, n) = (37, 2048, 70);
+    let (x, w, b) = (values(m * k, 13), values(n * k, 14), values(n, 15));
+    let all = I8Path::all();
+    let portable = PackedI8::new(&w, &b, n, k, all[0])
+        .and_then(|p| p.matmul(&x, m))
+        .unwrap();
+    for path in &all[1..] {
+        let p = PackedI8::new(&w, &b, n, k, all[0])
+            .unwrap()
+            .with_path(*path);
+        let y = p.matmul(&x, m).unwrap();
+        assert!(
+            y.iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{} differs from portable",
+            path.name()
+        );
+    }
+}
+
+#[test]
+fn shape_errors_are_errors() {
+    let path = I8Path::all()[0];
+    assert!(PackedI8::new(&[0.0; 10], &[0.0; 2], 2, 4, path).is_err());
+    let p = PackedI8::new(&[0.5; 8], &[0.0; 2], 2, 4, path).unwrap();
+    assert!(p.matmul(&[1.0; 7], 2).is_err());
+    if let Some(f) = F32Path::all().first() {
+        let p = PackedF32::new(&[0.5; 8], &[0.0; 2], 2, 4, *f).unwrap();
+        assert!(p.matmul(&[1.0; 7], 2).is_err());
+    }
+}
+
+/// The fused activations equal the activation applied afterwards, on every path.
+#[test]
+fn int8_epilogue_activations_match_separate_ones() {
+    use super::gemm_i8::Epilogue;
+    let (m, k, n) = (9, 300, 47);
+    let (x, w, b) = (values(m * k, 16), values(n * k, 17), values(n, 18));
+    for path in I8Path::all() {
+        let p = PackedI8::new(&w, &b, n, k, path).unwrap();
+        let plain = p.matmul(&x, m).unwrap();
+        let silu = p.matmul_with(&x, m, Epilogue::Silu).unwrap();
+        let relu = p.matmul_with(&x, m, Epilogue::Relu).unwrap();
+        for ((&v, &s), &r) in plain.iter().zip(&silu).zip(&relu) {
+            assert_eq!(
+                s.to_bits(),
+                (v / (1.0 + (-v).exp())).to_bits(),
+                "{}",
+                path.name()
+            );
+            assert_eq!(r.to_bits(), v.max(0.0).to_bits(), "{}", path.name());
+        }
+    }
+}
