@@ -3,12 +3,14 @@
 //! Layers, each depending only on those below it: `api` (tonic service, proto ↔ domain,
 //! errors → Status) → `pipeline` (a text's way through) → `scheduler` (queue, batching,
 //! cancellation) → `model` (seq2seq on candle) and `tokenizer`; `text` (Arabic normalisation,
-//! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `config` (CLI); `telemetry` (Prometheus metrics).
+//! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `loader` (resolving, loading and starting models
+//! for `serve` and the CLI); `config` (CLI); `telemetry` (Prometheus metrics).
 
 pub mod api;
 pub mod client;
 pub mod config;
 pub mod hub;
+pub mod loader;
 pub mod loadtest;
 pub mod model;
 pub mod pipeline;

@@ -11,13 +11,12 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::config::{LoadtestArgs, ServeArgs};
-use crate::model::{bench::peak_rss_kib, Device, ModelConfig, Seq2SeqModel};
+use crate::loader;
+use crate::model::bench::peak_rss_kib;
 use crate::pipeline::Engines;
-use crate::pipeline::{ModelInfo, Task, Translator};
 use crate::proto::translation_service_client::TranslationServiceClient;
 use crate::proto::{TextInput, TranslateRequest, TranslationOptions};
 use crate::server::{self, StartupError};
-use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadtestError {
@@ -94,22 +93,8 @@ async fn start_random_server(
     let scheduler = serve.engine.scheduler_config();
     let compute = serve.engine.compute_type;
     let load = move || -> Result<Engines, StartupError> {
-        let config =
-            ModelConfig::from_file(&config_path).map_err(|source| StartupError::Model {
-                dir: config_path.clone(),
-                source,
-            })?;
-        let model =
-            Seq2SeqModel::random_as(config, 0, &Device::Cpu, compute).map_err(|source| {
-                StartupError::Model {
-                    dir: config_path.clone(),
-                    source,
-                }
-            })?;
-        let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
-        let id = format!("random:{}", config_path.display());
-        let info = ModelInfo::describe(&model, Task::Translation, id, "random".into());
-        let translator = Translator::start(model, tokenizer, info, scheduler)?;
+        let translator =
+            loader::start_random_translator(&config_path, &tokenizer_dir, compute, scheduler)?;
         Ok(Engines {
             translator: Arc::new(translator),
             summarizer: None,

@@ -10,7 +10,7 @@ use tarjama::model::GenerationOverrides;
 use tarjama::model::Seq2SeqModel;
 use tarjama::pipeline::{SourceLanguage, Translator};
 use tarjama::scheduler::SchedulerConfig;
-use tarjama::server;
+use tarjama::{loader, server};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -114,15 +114,15 @@ fn translate(args: TranslateArgs) -> Result<()> {
     } else {
         read_text(args.text.clone())?
     };
-    let resolved = server::resolve_model(&args.model, &args.hub)?;
-    let (model, tokenizer) = server::load_model(&resolved, args.compute_type)?;
+    let resolved = loader::resolve_model(&args.model, &args.hub)?;
+    let (model, tokenizer) = loader::load_model(&resolved, args.compute_type)?;
     if args.lines {
         return translate_lines(&args, model, tokenizer, &resolved);
     }
     if args.raw {
         return translate_raw(&args, &text, &model, &tokenizer);
     }
-    let info = server::model_info(&resolved, &model, tarjama::pipeline::Task::Translation);
+    let info = loader::model_info(&resolved, &model, tarjama::pipeline::Task::Translation);
     let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
     let options = cli_options(&args);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -188,7 +188,7 @@ fn translate_lines(
         }
         return Ok(out.flush()?);
     }
-    let info = server::model_info(resolved, &model, tarjama::pipeline::Task::Translation);
+    let info = loader::model_info(resolved, &model, tarjama::pipeline::Task::Translation);
     let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default())?;
     let options = cli_options(args);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -381,10 +381,10 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
     let summarizer = match args.method {
         SummaryMethodArg::Extractive => None,
         SummaryMethodArg::Abstractive => {
-            let resolved = server::resolve_model(&args.model, &args.hub)?;
-            let (model, tokenizer) = server::load_model(&resolved, args.compute_type)?;
+            let resolved = loader::resolve_model(&args.model, &args.hub)?;
+            let (model, tokenizer) = loader::load_model(&resolved, args.compute_type)?;
             let info =
-                server::model_info(&resolved, &model, tarjama::pipeline::Task::Summarization);
+                loader::model_info(&resolved, &model, tarjama::pipeline::Task::Summarization);
             Some(Summarizer::start(
                 model,
                 tokenizer,

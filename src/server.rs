@@ -10,28 +10,16 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
 use crate::api::{ApiKeys, ApiKeysError, AppState, Authenticated, TarjamaService};
-use crate::config::{HubArgs, ServeArgs};
-use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
-use crate::model::{ComputeType, Device, ModelError, Seq2SeqModel};
-use crate::pipeline::{Engines, ModelInfo, PipelineError, Summarizer, Task, Translator};
+use crate::config::ServeArgs;
+use crate::loader::{self, LoadError};
+use crate::pipeline::Engines;
 use crate::proto::{self, translation_service_server::TranslationServiceServer};
-use crate::scheduler::SchedulerConfig;
 use crate::telemetry::{self, TelemetryError};
-use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error("cannot load the model in {}: {source}", dir.display())]
-    Model {
-        dir: std::path::PathBuf,
-        source: ModelError,
-    },
-    #[error("cannot load the tokenizer: {0}")]
-    Tokenizer(#[from] TokenizerError),
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Load(#[from] LoadError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -53,12 +41,6 @@ pub enum StartupError {
     ApiKeys(#[from] ApiKeysError),
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
-    #[error("{spec} now resolves to commit {got}, not {expected}…, the commit it was chosen at: pass --summarization-model OWNER/NAME@COMMIT to choose a revision")]
-    MovedRevision {
-        spec: String,
-        expected: &'static str,
-        got: String,
-    },
 }
 
 /// The sockets a server answers on, bound before it starts (tests bind port 0).
@@ -96,130 +78,6 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartupError> {
         .map_err(|source| StartupError::Listen { addr, source })
 }
 
-pub fn hub_options(args: &HubArgs, progress: bool) -> HubOptions {
-    HubOptions {
-        cache_dir: args.cache_dir.clone(),
-        offline: args.offline,
-        progress,
-        ..HubOptions::default()
-    }
-}
-
-/// Resolves (downloading if needed) a model given as a folder or `owner/name[@revision]`.
-pub fn resolve_model(spec: &str, hub_args: &HubArgs) -> Result<ResolvedModel, HubError> {
-    let source: ModelSource = spec.parse()?;
-    hub::resolve(&source, &hub_options(hub_args, true))
-}
-
-/// Loads weights and tokenizer of a resolved model, its linear layers in `compute`.
-pub fn load_model(
-    resolved: &ResolvedModel,
-    compute: ComputeType,
-) -> Result<(Seq2SeqModel, Tokenizer), StartupError> {
-    let started = std::time::Instant::now();
-    let model = Seq2SeqModel::load_as(&resolved.dir, &Device::Cpu, compute).map_err(|source| {
-        StartupError::Model {
-            dir: resolved.dir.clone(),
-            source,
-        }
-    })?;
-    let tokenizer = Tokenizer::from_dir(&resolved.dir)?;
-    let took = started.elapsed();
-    metrics::gauge!(telemetry::MODEL_LOAD, "model" => resolved.id.clone()).set(took.as_secs_f64());
-    tracing::info!(model = %resolved.id, revision = %resolved.revision, ms = took.as_millis() as u64, compute_type = %compute, "model loaded");
-    Ok((model, tokenizer))
-}
-
-/// What clients see of a resolved, loaded model.
-pub fn model_info(resolved: &ResolvedModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
-    ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone())
-}
-
-/// `tarjama_model_info`: which model serves which task (only models started for serving).
-fn publish_model_info(info: &ModelInfo) {
-    metrics::gauge!(telemetry::MODEL_INFO,
-        "task" => info.task.to_string(), "model" => info.id.clone(),
-        "revision" => info.revision.clone(), "family" => info.family.name())
-    .set(1.0);
-}
-
-/// Resolves, loads and starts the translation model named by `spec`; calls whose response
-/// could exceed `max_response_bytes` are refused.
-pub fn start_translator(
-    spec: &str,
-    hub_args: &HubArgs,
-    scheduler: SchedulerConfig,
-    max_response_bytes: usize,
-    compute: ComputeType,
-) -> Result<Translator, StartupError> {
-    let resolved = resolve_model(spec, hub_args)?;
-    let (model, tokenizer) = load_model(&resolved, compute)?;
-    let info = model_info(&resolved, &model, Task::Translation);
-    publish_model_info(&info);
-    let translator = Translator::start(model, tokenizer, info, scheduler)?;
-    Ok(translator.with_max_response_bytes(max_response_bytes))
-}
-
-/// Resolves, loads and starts the summarization model named by `spec` (`none`: no model).
-pub fn start_summarizer(
-    spec: &str,
-    hub_args: &HubArgs,
-    scheduler: SchedulerConfig,
-    compute: ComputeType,
-) -> Result<Option<Summarizer>, StartupError> {
-    if spec.eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
-    let resolved = resolve_model(spec, hub_args)?;
-    check_default_summarizer_commit(spec, &resolved)?;
-    let (model, tokenizer) = load_model(&resolved, compute)?;
-    let info = model_info(&resolved, &model, Task::Summarization);
-    publish_model_info(&info);
-    Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
-}
-
-/// The default summarizer is a pull-request ref: serve it only at the commit it was chosen
-/// at, so that every replica serves the same weights.
-fn check_default_summarizer_commit(
-    spec: &str,
-    resolved: &ResolvedModel,
-) -> Result<(), StartupError> {
-    use crate::config::{DEFAULT_SUMMARIZATION_COMMIT, DEFAULT_SUMMARIZATION_MODEL};
-    if spec != DEFAULT_SUMMARIZATION_MODEL
-        || resolved.revision.starts_with(DEFAULT_SUMMARIZATION_COMMIT)
-    {
-        return Ok(());
-    }
-    Err(StartupError::MovedRevision {
-        spec: spec.to_string(),
-        expected: DEFAULT_SUMMARIZATION_COMMIT,
-        got: resolved.revision.clone(),
-    })
-}
-
-/// Both models of `args`.
-pub fn start_engines(args: &ServeArgs) -> Result<Engines, StartupError> {
-    let scheduler = args.engine.scheduler_config();
-    let (translation, summarization) = args.compute_types();
-    let translator = start_translator(
-        &args.translation_model,
-        &args.hub,
-        scheduler.clone(),
-        args.limits.max_response_bytes,
-        translation,
-    )?;
-    let summarizer = start_summarizer(
-        &args.summarization_model,
-        &args.hub,
-        scheduler,
-        summarization,
-    )?;
-    Ok(Engines {
-        translator: Arc::new(translator),
-        summarizer: summarizer.map(Arc::new),
-    })
-}
-
 /// Serves on `listener` until `shutdown` completes. Health is NOT_SERVING until the models
 /// are loaded and again from the moment shutdown begins; in-flight calls are finished.
 pub async fn run(
@@ -229,7 +87,7 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let load = {
         let args = args.clone();
-        move || start_engines(&args)
+        move || Ok(loader::start_engines(&args)?)
     };
     run_with_loader(args, listeners, shutdown, load).await
 }

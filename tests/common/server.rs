@@ -103,7 +103,7 @@ pub async fn start_with(
         if let Some(gate) = gate {
             let _ = gate.recv();
         }
-        server::start_engines(&engine_args)
+        Ok(tarjama::loader::start_engines(&engine_args)?)
     };
     let listeners = server::Listeners {
         grpc: listener,
