@@ -29,6 +29,8 @@ RUN mkdir -p src benches \
 # The crate itself. touch: COPY keeps the files' times, which may be older than the stub
 # build, and cargo would then keep the stub binary.
 COPY src ./src
+# The benchmark's configuration, workload and text are built into the binary.
+COPY bench/opus-mt-ar-en.config.json bench/workload.json bench/en-news.txt ./bench/
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin tarjama \
     && strip target/release/tarjama

@@ -258,12 +258,13 @@ pub struct TranslateArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The model configuration whose shapes are benchmarked (random weights).
-    #[arg(long, default_value = "bench/opus-mt-ar-en.config.json")]
-    pub config: PathBuf,
-    /// Sentence lengths and modes.
-    #[arg(long, default_value = "bench/workload.json")]
-    pub workload: PathBuf,
+    /// The model configuration whose shapes are benchmarked (random weights); default: the
+    /// real opus-mt-ar-en configuration, built in (bench/opus-mt-ar-en.config.json).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Sentence lengths and modes; default: bench/workload.json, built in.
+    #[arg(long)]
+    pub workload: Option<PathBuf>,
     /// Run only these modes (comma-separated names from the workload).
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<String>,
@@ -289,13 +290,16 @@ pub struct LoadtestArgs {
     /// weights shaped by --random-model-config (they cost what real weights cost).
     #[arg(long)]
     pub addr: Option<String>,
-    /// Model configuration for the in-process server.
-    #[arg(long, default_value = "bench/opus-mt-ar-en.config.json")]
-    pub random_model_config: PathBuf,
-    /// Tokenizer folder for the in-process server.
+    /// Model configuration for the in-process server; default: the real opus-mt-ar-en
+    /// configuration, built in.
+    #[arg(long)]
+    pub random_model_config: Option<PathBuf>,
+    /// Tokenizer folder for the in-process server (in a checkout: the fixture's; elsewhere,
+    /// pass a Marian model folder).
     #[arg(long, default_value = "tests/fixtures/tiny-marian-ar-en")]
     pub tokenizer: PathBuf,
-    /// Arabic article the requests are cut from (sentences, paragraphs, the whole).
+    /// Arabic article the requests are cut from (sentences, paragraphs, the whole); in a
+    /// checkout, the seed article; elsewhere, pass a file.
     #[arg(long, default_value = "tests/fixtures/seed-article-ar.txt")]
     pub text: PathBuf,
     /// Concurrent clients.

@@ -152,22 +152,24 @@ pub fn start_engines(args: &ServeArgs) -> Result<Engines, LoadError> {
     })
 }
 
-/// A translator with seeded random weights shaped by the model config at `config_path` and
-/// the tokenizer in `tokenizer_dir` (load tests: random weights cost what real ones cost).
+/// A translator with seeded random weights shaped by `config_json` (a model's config.json,
+/// named `label`) and the tokenizer in `tokenizer_dir` (load tests: random weights cost what
+/// real ones cost).
 pub fn start_random_translator(
-    config_path: &std::path::Path,
+    config_json: &str,
+    label: &str,
     tokenizer_dir: &std::path::Path,
     compute: ComputeType,
     scheduler: SchedulerConfig,
 ) -> Result<Translator, LoadError> {
     let model_error = |source| LoadError::Model {
-        dir: config_path.to_path_buf(),
+        dir: label.into(),
         source,
     };
-    let config = crate::model::ModelConfig::from_file(config_path).map_err(model_error)?;
+    let config = crate::model::ModelConfig::from_json_str(config_json).map_err(model_error)?;
     let model = Seq2SeqModel::random_as(config, 0, &Device::Cpu, compute).map_err(model_error)?;
     let tokenizer = Tokenizer::from_dir(tokenizer_dir)?;
-    let id = format!("random:{}", config_path.display());
+    let id = format!("random:{label}");
     let info = ModelInfo::describe(&model, Task::Translation, id, "random".into());
     Ok(Translator::start(model, tokenizer, info, scheduler)?)
 }

@@ -22,6 +22,9 @@ use crate::server::{self, StartupError};
 pub enum LoadtestError {
     #[error("cannot read {0}: {1}")]
     Io(String, std::io::Error),
+    /// A default file of a checkout is missing (an installed binary): name the flag.
+    #[error("{path} does not exist (the default is a file of a repository checkout): pass {flag} with a path")]
+    MissingDefault { path: String, flag: &'static str },
     #[error("no sentences in the text file")]
     NoText,
     #[error(transparent)]
@@ -87,14 +90,21 @@ fn request_texts(article: &str) -> Result<Vec<String>, LoadtestError> {
 async fn start_random_server(
     args: &LoadtestArgs,
 ) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>), LoadtestError> {
-    let config_path = args.random_model_config.clone();
-    let tokenizer_dir = args.tokenizer.clone();
+    let config = crate::model::bench::read_or(
+        args.random_model_config.as_deref(),
+        crate::model::bench::OPUS_MT_CONFIG_JSON,
+    )?;
+    let label = args
+        .random_model_config
+        .as_ref()
+        .map_or("opus-mt-ar-en".to_string(), |p| p.display().to_string());
+    let tokenizer_dir = existing(&args.tokenizer, "--tokenizer")?.to_path_buf();
     let serve: ServeArgs = args.serve_args();
     let scheduler = serve.engine.scheduler_config();
     let compute = serve.engine.compute_type;
     let load = move || -> Result<Engines, StartupError> {
         let translator =
-            loader::start_random_translator(&config_path, &tokenizer_dir, compute, scheduler)?;
+            loader::start_random_translator(&config, &label, &tokenizer_dir, compute, scheduler)?;
         Ok(Engines {
             translator: Arc::new(translator),
             summarizer: None,
@@ -154,9 +164,25 @@ async fn wait_ready(client: &mut TranslationServiceClient<Channel>) {
     }
 }
 
+/// `path`, which must exist; a missing default names the flag that replaces it.
+fn existing<'a>(
+    path: &'a std::path::Path,
+    flag: &'static str,
+) -> Result<&'a std::path::Path, LoadtestError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(LoadtestError::MissingDefault {
+            path: path.display().to_string(),
+            flag,
+        })
+    }
+}
+
 pub async fn run(args: LoadtestArgs) -> Result<LoadReport, LoadtestError> {
-    let article = std::fs::read_to_string(&args.text)
-        .map_err(|e| LoadtestError::Io(args.text.display().to_string(), e))?;
+    let text = existing(&args.text, "--text")?;
+    let article = std::fs::read_to_string(text)
+        .map_err(|e| LoadtestError::Io(text.display().to_string(), e))?;
     let texts = Arc::new(request_texts(&article)?);
     let (addr, stop) = match &args.addr {
         Some(addr) => (addr.clone(), None),

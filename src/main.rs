@@ -299,9 +299,12 @@ fn bench(args: BenchArgs) -> Result<()> {
         args.compute_type,
         tarjama::model::int8_kernel()
     );
+    use tarjama::model::bench::{read_or, OPUS_MT_CONFIG_JSON, WORKLOAD_JSON};
+    let config = read_or(args.config.as_deref(), OPUS_MT_CONFIG_JSON)?;
+    let workload = read_or(args.workload.as_deref(), WORKLOAD_JSON)?;
     let results = tarjama::model::bench::run_bench_with(
-        &args.config,
-        &args.workload,
+        &config,
+        &workload,
         modes,
         args.sorted,
         args.compute_type,
@@ -421,12 +424,11 @@ fn bench_summary(compute: tarjama::model::ComputeType) -> Result<()> {
     eprintln!("  random distilbart-cnn-shaped model built in {build:.1} s");
     println!("abstractive-600to60-beam4 {:.0} ms", seconds * 1000.0);
     // The English news text the fixtures were made from (~255 words), as an article.
-    let article = std::fs::read_to_string("tests/fixtures/en-news.txt")
-        .context("tests/fixtures/en-news.txt (run from the repository root)")?;
+    let article = tarjama::model::bench::EN_NEWS;
     let started = std::time::Instant::now();
     let runs = 20;
     for _ in 0..runs {
-        let _ = tarjama::summarize::extractive(&article, &Default::default());
+        let _ = tarjama::summarize::extractive(article, &Default::default());
     }
     println!(
         "extractive-{}words {:.2} ms",

@@ -48,14 +48,6 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Makes candle's gemm and rayon use `n` threads unless RAYON_NUM_THREADS is already set.
-/// Must run before the first tensor operation (candle's default can come out as 1 on small VMs).
-pub fn configure_threads(n: usize) {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-}
-
 /// Peak resident set size of this process in KiB (VmHWM), when /proc is available.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -63,11 +55,28 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The real opus-mt-ar-en configuration, the workload and an English news text, built into
+/// the binary so that `tarjama bench` and `loadtest` run from an installed binary.
+pub const OPUS_MT_CONFIG_JSON: &str = include_str!("../../bench/opus-mt-ar-en.config.json");
+pub const WORKLOAD_JSON: &str = include_str!("../../bench/workload.json");
+pub const EN_NEWS: &str = include_str!("../../bench/en-news.txt");
+
+/// The text of `path`, or `embedded` when no path is given.
+pub fn read_or(path: Option<&Path>, embedded: &'static str) -> Result<String, ModelError> {
+    match path {
+        None => Ok(embedded.to_string()),
+        Some(p) => std::fs::read_to_string(p).map_err(|source| ModelError::Io {
+            path: p.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Runs the workload's modes (or those named in `modes`) in workload order, batches of
-/// `batch` consecutive sentences, as the anchors were measured.
+/// `batch` consecutive sentences, as the CTranslate2 baseline runs them.
 pub fn run_bench(
-    config_json: &Path,
-    workload_json: &Path,
+    config_json: &str,
+    workload_json: &str,
     modes: Option<&[String]>,
 ) -> Result<Vec<BenchResult>, ModelError> {
     run_bench_with(config_json, workload_json, modes, false, ComputeType::F32)
@@ -76,20 +85,15 @@ pub fn run_bench(
 /// As [`run_bench`]; `length_sorted` groups sentences by source length before batching; the
 /// linear layers compute in `compute`.
 pub fn run_bench_with(
-    config_json: &Path,
-    workload_json: &Path,
+    config_json: &str,
+    workload_json: &str,
     modes: Option<&[String]>,
     length_sorted: bool,
     compute: ComputeType,
 ) -> Result<Vec<BenchResult>, ModelError> {
-    let cfg = ModelConfig::from_file(config_json)?;
-    let text = std::fs::read_to_string(workload_json).map_err(|source| ModelError::Io {
-        path: workload_json.display().to_string(),
-        source,
-    })?;
-    let wl: Workload = serde_json::from_str(&text).map_err(|e| {
-        ModelError::Config(format!("invalid workload {}: {e}", workload_json.display()))
-    })?;
+    let cfg = ModelConfig::from_json_str(config_json)?;
+    let wl: Workload = serde_json::from_str(workload_json)
+        .map_err(|e| ModelError::Config(format!("invalid workload: {e}")))?;
     if wl.source_lengths.len() != wl.target_lengths.len() {
         return Err(ModelError::Config(
             "workload: source/target lengths differ in count".into(),
