@@ -426,7 +426,11 @@ impl Job<'_> {
             // Shared epilogue: the same f32 operations whatever path summed.
             let c0 = p * PANEL;
             let cols = PANEL.min(n - c0);
-            let (sw, b) = (&pk.scales[c0..c0 + cols], &pk.bias[c0..c0 + cols]);
+            // Scales and bias are padded to whole panels (zeros past n).
+            let mut sw16 = [0f32; PANEL];
+            let mut b16 = [0f32; PANEL];
+            sw16.copy_from_slice(&pk.scales[c0..c0 + PANEL]);
+            b16.copy_from_slice(&pk.bias[c0..c0 + PANEL]);
             for (blk, tile) in tiles.iter().enumerate() {
                 let r0 = blk * tr;
                 for (dr, acc) in tile.iter().enumerate().take(tr.min(m - r0)) {
@@ -436,9 +440,18 @@ impl Job<'_> {
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(out.0.add((r0 + dr) * n + c0), cols)
                     };
-                    for (c, d) in dst.iter_mut().enumerate() {
-                        *d = self.act.apply(acc[c] as f32 * (sx * sw[c]) + b[c]);
+                    // Whole panels in fixed-size arrays so the loop vectorises; the activation
+                    // is matched once per row, not per element.
+                    let mut vals = [0f32; PANEL];
+                    for c in 0..PANEL {
+                        vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
                     }
+                    if self.act != Epilogue::None {
+                        for v in vals.iter_mut() {
+                            *v = self.act.apply(*v);
+                        }
+                    }
+                    dst.copy_from_slice(&vals[..cols]);
                 }
             }
         }
