@@ -4,11 +4,21 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-const MARIAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-marian-ar-en");
+const MARIAN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tiny-marian-ar-en"
+);
 
 fn tarjama(args: &[&str], stdin: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tarjama"))
-        .args(["translate", "--offline", "--model", MARIAN, "--threads", "1"])
+        .args([
+            "translate",
+            "--offline",
+            "--model",
+            MARIAN,
+            "--threads",
+            "1",
+        ])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -30,7 +40,10 @@ fn tarjama(args: &[&str], stdin: &str) -> String {
 fn lines_give_one_object_per_line_in_order() {
     let inputs = ["مرحبا بكم", "", "روسيا: إنشاء وحدة أمن"];
     for compute in ["f32", "int8"] {
-        let out = tarjama(&["--lines", "--compute-type", compute], &(inputs.join("\n") + "\n"));
+        let out = tarjama(
+            &["--lines", "--compute-type", compute],
+            &(inputs.join("\n") + "\n"),
+        );
         let lines: Vec<serde_json::Value> = out
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
