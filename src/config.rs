@@ -11,8 +11,9 @@ use crate::scheduler::SchedulerConfig;
 /// Pinned so that every replica serves the same weights (this revision has model.safetensors).
 pub const DEFAULT_TRANSLATION_MODEL: &str =
     "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
-/// Arithmetic of the linear layers when not given (see README, "int8").
-pub const DEFAULT_COMPUTE_TYPE: &str = "f32";
+/// Arithmetic of the linear layers when not given: int8 is 1.3–3× faster than f32 here and
+/// closer to f32 than CTranslate2's int8 is to its float32 (README, "int8").
+pub const DEFAULT_COMPUTE_TYPE: &str = "int8";
 
 /// The hub's safetensors conversion of distilbart-cnn-12-6. A pull-request ref can move, and
 /// only its commit's prefix is known here (no hub access from our machines), so startup

@@ -219,6 +219,20 @@ async fn list_models_reports_the_fixture() {
     assert_eq!(m.max_output_tokens, 63);
     assert_eq!(m.default_beam_size, 4);
     assert_eq!(m.max_beam_size, 16);
+    assert_eq!(m.compute_type, "f32");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_models_reports_int8() {
+    let server = start(&["--compute-type", "int8"]).await;
+    let mut client = server.client().await;
+    let resp = client
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.models[0].compute_type, "int8");
     server.stop().await;
 }
 

@@ -71,6 +71,10 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
     if !extra.contains(&"--summarization-model") {
         argv.extend(["--summarization-model", "none"]);
     }
+    // The exact path: these tests compare with the f32 reference outputs.
+    if !extra.contains(&"--compute-type") {
+        argv.extend(["--compute-type", "f32"]);
+    }
     argv.extend(["--max-texts-per-request", "8", "--max-input-chars", "5000"]);
     argv.extend_from_slice(extra);
     match Cli::parse_from(argv).command {

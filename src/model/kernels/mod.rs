@@ -24,8 +24,15 @@
 //!
 //! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
 //!
-//! See `gemm_i8`'s module doc for the int8 numbers and README's "int8" section for the
-//! end-to-end figures against CTranslate2.
+//! int8 over f32, end to end: 1.39× greedy batch 16, 1.37× beam 4 batch 16, 2.86× greedy
+//! batch 1 (see `gemm_f32` and `gemm_i8`, and README's "int8" for CTranslate2).
+//!
+//! # Testing every path
+//!
+//! `kernels::tests` checks each GEMM path against a plain reference matmul on odd shapes (rows
+//! 1..130, k 300/600/2048, n 33..70), iterating over every path the CPU can run (a function
+//! argument); `TARJAMA_KERNEL_ISA` caps what the model picks, to run whole models on a narrower
+//! path.
 
 pub(crate) mod attention;
 pub(crate) mod exp;
