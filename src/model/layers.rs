@@ -68,13 +68,8 @@ impl Linear {
 
     fn build(w: &Tensor, bias: &Tensor, compute: ComputeType, keep_rows: bool) -> Res<Self> {
         let n = w.dim(0)?;
-        let kind = if !w.device().is_cpu() {
-            LinearKind::Plain {
-                w: w.t()?.contiguous()?,
-                bias: bias.clone(),
-                n,
-            }
-        } else if compute == ComputeType::Int8 {
+        // The engine runs on the CPU only (the kernels read CPU storage).
+        let kind = if compute == ComputeType::Int8 {
             LinearKind::Int8 {
                 w: PackedI8::from_tensors(w, bias, I8Path::detect())?,
                 rows: keep_rows.then(|| w.clone()),

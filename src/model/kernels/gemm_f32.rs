@@ -328,7 +328,7 @@ mod avx {
                 let k1 = (k0 + K_BLOCK).min(k);
                 for (blk, tile) in tiles.iter_mut().enumerate() {
                     let r = blk * TILE_ROWS;
-                    let span = Span {
+                    let part = KBlock {
                         k,
                         k0,
                         k1,
@@ -336,12 +336,12 @@ mod avx {
                         fresh: k0 == 0,
                     };
                     match m - r {
-                        6.. => block::<6>(x, wp, span, tile),
-                        5 => block::<5>(x, wp, span, tile),
-                        4 => block::<4>(x, wp, span, tile),
-                        3 => block::<3>(x, wp, span, tile),
-                        2 => block::<2>(x, wp, span, tile),
-                        _ => block::<1>(x, wp, span, tile),
+                        6.. => block::<6>(x, wp, part, tile),
+                        5 => block::<5>(x, wp, part, tile),
+                        4 => block::<4>(x, wp, part, tile),
+                        3 => block::<3>(x, wp, part, tile),
+                        2 => block::<2>(x, wp, part, tile),
+                        _ => block::<1>(x, wp, part, tile),
                     }
                 }
             }
@@ -364,7 +364,7 @@ mod avx {
 
     /// Which part of the work one `block` call does.
     #[derive(Clone, Copy)]
-    pub(super) struct Span {
+    pub(super) struct KBlock {
         pub(super) k: usize,
         pub(super) k0: usize,
         pub(super) k1: usize,
@@ -382,7 +382,7 @@ mod avx {
     unsafe fn block<const R: usize>(
         x: &[f32],
         wp: *const f32,
-        s: Span,
+        s: KBlock,
         tile: &mut [[f32; PANEL]; TILE_ROWS],
     ) {
         // Packed x: block r0 / TILE_ROWS, k-major, TILE_ROWS values per k.
@@ -415,7 +415,7 @@ mod avx {
 /// results are bit-identical; only twice the columns go through per instruction.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx::{Span, K_BLOCK};
+    use super::avx::{KBlock, K_BLOCK};
     use super::{PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
 
@@ -449,7 +449,7 @@ mod avx512 {
                 let k1 = (k0 + K_BLOCK).min(k);
                 for (blk, tile) in tiles.iter_mut().enumerate() {
                     let r0 = blk * TILE_ROWS;
-                    let span = Span {
+                    let part = KBlock {
                         k,
                         k0,
                         k1,
@@ -457,12 +457,12 @@ mod avx512 {
                         fresh: k0 == 0,
                     };
                     match m - r0 {
-                        6.. => block::<6>(x, wp, span, tile),
-                        5 => block::<5>(x, wp, span, tile),
-                        4 => block::<4>(x, wp, span, tile),
-                        3 => block::<3>(x, wp, span, tile),
-                        2 => block::<2>(x, wp, span, tile),
-                        _ => block::<1>(x, wp, span, tile),
+                        6.. => block::<6>(x, wp, part, tile),
+                        5 => block::<5>(x, wp, part, tile),
+                        4 => block::<4>(x, wp, part, tile),
+                        3 => block::<3>(x, wp, part, tile),
+                        2 => block::<2>(x, wp, part, tile),
+                        _ => block::<1>(x, wp, part, tile),
                     }
                 }
             }
@@ -495,7 +495,7 @@ mod avx512 {
     /// AVX-512F; rows `r0..r0+R` of the packed `x` and k0..k1 of both panels at `wp` exist.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn block<const R: usize>(x: &[f32], wp: *const f32, s: Span, tile: &mut Tile) {
+    unsafe fn block<const R: usize>(x: &[f32], wp: *const f32, s: KBlock, tile: &mut Tile) {
         let xp = x.as_ptr().add((s.r0 / TILE_ROWS) * s.k * TILE_ROWS);
         // The second panel starts k·16 floats after the first.
         let wq = wp.add(s.k * PANEL);

@@ -422,13 +422,13 @@ impl Job<'_> {
                     let range = r0 * self.stride..(r0 + rows) * self.stride;
                     let x = &self.x[range.clone()];
                     let xabs = self.xabs.get(range).unwrap_or(&[]);
-                    let span = Span {
+                    let part = KBlock {
                         stride: self.stride,
                         g0,
                         g1,
                         fresh: g0 == 0,
                     };
-                    block(pk.path, rows, x, xabs, panel, comp, span, tile);
+                    block(pk.path, rows, x, xabs, panel, comp, part, tile);
                 }
             }
             // Shared epilogue: the same f32 operations whatever path summed.
@@ -468,7 +468,7 @@ impl Job<'_> {
 
 /// Which k groups one `block` call sums.
 #[derive(Clone, Copy)]
-struct Span {
+struct KBlock {
     /// Bytes per quantised row.
     stride: usize,
     g0: usize,
@@ -489,7 +489,7 @@ fn block(
     xabs: &[u8],
     panel: &[i8],
     comp: &[i32],
-    s: Span,
+    s: KBlock,
     tile: &mut Tile,
 ) {
     assert!(
@@ -550,7 +550,7 @@ fn block(
 }
 
 /// Plain Rust: i8 activations times i8 weights, exact i32 sums.
-fn portable(rows: usize, x: &[u8], panel: &[i8], s: Span, tile: &mut Tile) {
+fn portable(rows: usize, x: &[u8], panel: &[i8], s: KBlock, tile: &mut Tile) {
     for (r, acc) in tile.iter_mut().enumerate().take(rows) {
         if s.fresh {
             *acc = [0; PANEL];
@@ -571,7 +571,7 @@ fn portable(rows: usize, x: &[u8], panel: &[i8], s: Span, tile: &mut Tile) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1: `|x|` (u8) times `w · sign(x)` (i8) with
@@ -585,7 +585,7 @@ mod avx2 {
         x: &[u8],
         xabs: &[u8],
         panel: &[i8],
-        s: Span,
+        s: KBlock,
         tile: &mut Tile,
     ) {
         let ones = _mm256_set1_epi16(1);
@@ -619,7 +619,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx_vnni {
-    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1 with 256-bit `vpdpbusd` on `x + 128` (u8); a
@@ -633,7 +633,7 @@ mod avx_vnni {
         x: &[u8],
         panel: &[i8],
         comp: &[i32],
-        s: Span,
+        s: KBlock,
         tile: &mut Tile,
     ) {
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
@@ -670,7 +670,7 @@ mod avx_vnni {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512_vnni {
-    use super::{Span, Tile, GROUP, GROUP_BYTES};
+    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1 with 512-bit `vpdpbusd` on `x + 128` (u8), one
@@ -684,7 +684,7 @@ mod avx512_vnni {
         x: &[u8],
         panel: &[i8],
         comp: &[i32],
-        s: Span,
+        s: KBlock,
         tile: &mut Tile,
     ) {
         let mut acc = [_mm512_setzero_si512(); R];
