@@ -87,54 +87,38 @@ pub fn summary_method(method: SummaryMethod) -> proto::SummaryMethod {
     }
 }
 
-/// A TranslateStream message carries a TranslateRequest's fields.
-impl From<proto::TranslateStreamRequest> for proto::TranslateRequest {
-    fn from(r: proto::TranslateStreamRequest) -> Self {
-        Self {
-            texts: r.texts,
-            source_language: r.source_language,
-            target_language: r.target_language,
-            options: r.options,
+/// Conversions both ways between two messages with the same fields (each RPC has its own
+/// request message; the streaming ones carry their unary twin's fields).
+macro_rules! same_fields {
+    ($a:ident, $b:ident, [$($field:ident),+]) => {
+        impl From<proto::$a> for proto::$b {
+            fn from(r: proto::$a) -> Self {
+                Self { $($field: r.$field),+ }
+            }
         }
-    }
+        impl From<proto::$b> for proto::$a {
+            fn from(r: proto::$b) -> Self {
+                Self { $($field: r.$field),+ }
+            }
+        }
+    };
 }
 
-/// ProcessArticle and ProcessArticleStream take the same fields.
-impl From<proto::ProcessArticleStreamRequest> for proto::ProcessArticleRequest {
-    fn from(r: proto::ProcessArticleStreamRequest) -> Self {
-        Self {
-            id: r.id,
-            title: r.title,
-            body: r.body,
-            source_language: r.source_language,
-            options: r.options,
-            summary_options: r.summary_options,
-            title_from_first_line: r.title_from_first_line,
-        }
-    }
-}
-
-impl From<proto::ProcessArticleRequest> for proto::ProcessArticleStreamRequest {
-    fn from(r: proto::ProcessArticleRequest) -> Self {
-        Self {
-            id: r.id,
-            title: r.title,
-            body: r.body,
-            source_language: r.source_language,
-            options: r.options,
-            summary_options: r.summary_options,
-            title_from_first_line: r.title_from_first_line,
-        }
-    }
-}
-
-impl From<proto::TranslateRequest> for proto::TranslateStreamRequest {
-    fn from(r: proto::TranslateRequest) -> Self {
-        Self {
-            texts: r.texts,
-            source_language: r.source_language,
-            target_language: r.target_language,
-            options: r.options,
-        }
-    }
-}
+same_fields!(
+    TranslateRequest,
+    TranslateStreamRequest,
+    [texts, source_language, target_language, options]
+);
+same_fields!(
+    ProcessArticleRequest,
+    ProcessArticleStreamRequest,
+    [
+        id,
+        title,
+        body,
+        source_language,
+        options,
+        summary_options,
+        title_from_first_line
+    ]
+);
