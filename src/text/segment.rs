@@ -180,17 +180,13 @@ impl Budget<'_> {
         }
         let clauses = self.units(&sentence, is_clause_cut);
         if clauses.len() > 1 {
-            for (piece, fits) in self.pack(&clauses) {
-                if fits {
-                    out.push(Piece {
-                        paragraph,
-                        range: piece,
-                        split: SplitKind::AtClause,
-                    });
-                } else {
-                    self.split_words(piece, paragraph, out);
-                }
-            }
+            self.pack_into(
+                &clauses,
+                SplitKind::AtClause,
+                paragraph,
+                out,
+                Self::split_words,
+            );
         } else {
             self.split_words(sentence, paragraph, out);
         }
@@ -200,15 +196,34 @@ impl Budget<'_> {
         let words = self.units(&r, |chars, i| {
             chars.get(i).is_some_and(|c| c.is_whitespace())
         });
-        for (piece, fits) in self.pack(&words) {
+        self.pack_into(
+            &words,
+            SplitKind::AtWhitespace,
+            paragraph,
+            out,
+            Self::split_hard,
+        );
+    }
+
+    /// Packs `units`: a piece that fits is pushed as `kind`, one that does not (a lone unit
+    /// over budget) is split by `finer`.
+    fn pack_into(
+        &self,
+        units: &[Range<usize>],
+        kind: SplitKind,
+        paragraph: usize,
+        out: &mut Vec<Piece>,
+        finer: fn(&Self, Range<usize>, usize, &mut Vec<Piece>),
+    ) {
+        for (piece, fits) in self.pack(units) {
             if fits {
                 out.push(Piece {
                     paragraph,
                     range: piece,
-                    split: SplitKind::AtWhitespace,
+                    split: kind,
                 });
             } else {
-                self.split_hard(piece, paragraph, out);
+                finer(self, piece, paragraph, out);
             }
         }
     }
