@@ -237,8 +237,8 @@ async fn translate_job(
 /// A failed text of a Translate call, named by its field.
 fn text_error_status(e: TextError) -> Status {
     match e.index {
-        usize::MAX => field_status("texts", e.error),
-        i => field_status(&format!("texts[{i}].text"), e.error),
+        None => field_status("texts", e.error),
+        Some(i) => field_status(&format!("texts[{i}].text"), e.error),
     }
 }
 

@@ -211,10 +211,10 @@ impl std::ops::Add for CallCost {
     }
 }
 
-/// One text of a many-text call failed: which one, and why.
+/// A many-text call failed: which text (`None`: the call as a whole), and why.
 #[derive(Debug)]
 pub struct TextError {
-    pub index: usize,
+    pub index: Option<usize>,
     pub error: PipelineError,
 }
 
@@ -333,7 +333,10 @@ impl Translator {
             .map(|(index, text)| async move {
                 self.prepare(text, language)
                     .await
-                    .map_err(|error| TextError { index, error })
+                    .map_err(|error| TextError {
+                        index: Some(index),
+                        error,
+                    })
             });
         let prepared = futures::future::try_join_all(prepare).await?;
         let total = prepared
@@ -341,17 +344,18 @@ impl Translator {
             .map(|p| self.cost(p, options))
             .fold(CallCost::default(), |a, b| a + b);
         // The call as a whole is refused: no text is at fault alone.
-        self.admit(total).map_err(|error| TextError {
-            index: usize::MAX,
-            error,
-        })?;
+        self.admit(total)
+            .map_err(|error| TextError { index: None, error })?;
         let run = prepared
             .into_iter()
             .enumerate()
             .map(|(index, p)| async move {
                 self.run(p, options, deadline, None)
                     .await
-                    .map_err(|error| TextError { index, error })
+                    .map_err(|error| TextError {
+                        index: Some(index),
+                        error,
+                    })
             });
         futures::future::try_join_all(run).await
     }
