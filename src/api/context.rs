@@ -82,12 +82,12 @@ impl RequestContext {
             .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_CHARS)
             .map(str::to_string)
             .unwrap_or_else(|| format!("req-{}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)));
-        let deadline = metadata
+        let client_deadline = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map(|t| started + answer_before(t))
-            .or_else(|| policy.default_timeout.map(|t| started + t));
+            .map(|t| started + answer_before(t));
+        let deadline = policy.deadline_from_now(client_deadline);
         let span = tracing::info_span!("request", rpc, id = %loggable_id(&id), texts = tracing::field::Empty);
         Self {
             rpc,
