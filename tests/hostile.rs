@@ -62,25 +62,16 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
-use common::server::scrape;
-
-/// Sum of the samples of `name` whose line contains every one of `labels` (`key="value"`).
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
+use common::server::{sample, scrape};
 
 async fn computed_sentences(server: &TestServer) -> f64 {
     let text = scrape(server.metrics_addr.unwrap()).await;
     sample(
         &text,
         "tarjama_sentences_computed_total",
-        &["task=\"translate\""],
+        &[("task", "translate")],
     )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +295,7 @@ async fn unknown_methods_share_one_metrics_label() {
     }
     let text = scrape(server.metrics_addr.unwrap()).await;
     assert!(!text.contains("Random"), "{text}");
-    assert!(sample(&text, "tarjama_requests_total", &["rpc=\"unknown\""]) >= 5.0);
+    assert!(sample(&text, "tarjama_requests_total", &[("rpc", "unknown")]).unwrap_or(0.0) >= 5.0);
     server.stop().await;
 }
 
@@ -317,8 +308,9 @@ async fn cancelled_calls_are_counted() {
         sample(
             text,
             "tarjama_requests_total",
-            &["rpc=\"Translate\"", "code=\"CANCELLED\""],
+            &[("rpc", "Translate"), ("code", "CANCELLED")],
         )
+        .unwrap_or(0.0)
     };
     let before = cancelled(&scrape(metrics).await);
     let mut client = server.client().await;

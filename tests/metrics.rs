@@ -1,8 +1,6 @@
 //! Prometheus `/metrics` of a real server. Its own test binary: the recorder is global to
 //! the process, so this must be the only server here.
 
-use std::collections::BTreeMap;
-
 use tarjama::proto::{ProcessArticleStreamRequest, TextInput, TranslateRequest};
 
 mod common;
@@ -11,36 +9,7 @@ use common::server::start;
 
 const SENTENCE: &str = "قالت روسيا يوم الاثنين إن وحدة مشتركة للأمن السيبراني ستستغرق وقتاً.";
 
-use common::server::scrape;
-
-/// Value of the sample `name` whose labels include all of `labels` (summed over the rest).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
-            None => (series, BTreeMap::new()),
-        };
-        let matches = series_name == name
-            && labels
-                .iter()
-                .all(|(k, v)| series_labels.get(*k).map(String::as_str) == Some(*v));
-        if matches {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
-}
-
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    text.split("\",")
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
+use common::server::{sample, scrape};
 
 fn translate_request(text: &str) -> TranslateRequest {
     TranslateRequest {

@@ -190,3 +190,32 @@ pub async fn scrape(addr: SocketAddr) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
 }
+
+/// Value of the sample `name` whose labels include all of `labels` (summed over the rest).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
+            None => (series, Default::default()),
+        };
+        let matches = series_name == name
+            && labels
+                .iter()
+                .all(|(k, v)| series_labels.get(*k).map(String::as_str) == Some(*v));
+        if matches {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+fn parse_labels(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.split("\",")
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
