@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::config::Activation;
-use super::kernels::{self, Epilogue, F32Path, I8Path, KvRows, PackedF32, PackedI8};
+use super::kernels::{self, Dense, Epilogue, F32Path, I8Path, KvRows, PackedF32, PackedI8};
 use super::kv_cache::{Ancestry, KvCache};
 use super::weights::WeightSource;
 use super::{ComputeType, ModelError, Res};
@@ -16,6 +16,8 @@ const LN_EPS: f32 = 1e-5;
 /// gemm. int8: quantised per output row and packed at load (see `kernels::gemm_i8`).
 pub(crate) struct Linear {
     kind: LinearKind,
+    /// Output features.
+    n: usize,
 }
 
 enum LinearKind {
@@ -28,7 +30,6 @@ enum LinearKind {
     Plain {
         w: Tensor,
         bias: Tensor,
-        n: usize,
     },
 }
 
@@ -69,29 +70,28 @@ impl Linear {
     fn build(w: &Tensor, bias: &Tensor, compute: ComputeType, keep_rows: bool) -> Res<Self> {
         let n = w.dim(0)?;
         // The engine runs on the CPU only (the kernels read CPU storage).
-        let kind = if compute == ComputeType::Int8 {
-            LinearKind::Int8 {
-                w: PackedI8::from_tensors(w, bias, I8Path::detect())?,
-                rows: keep_rows.then(|| w.clone()),
+        let kind = match (compute, F32Path::detect()) {
+            (ComputeType::Int8, _) => {
+                let (wv, bv, n, k) = kernels::weight_and_bias(w, bias)?;
+                LinearKind::Int8 {
+                    w: PackedI8::new(Dense::new(&wv, &bv, n, k)?, I8Path::detect()),
+                    rows: keep_rows.then(|| w.clone()),
+                }
             }
-        } else if let Some(path) = F32Path::detect() {
-            LinearKind::F32(PackedF32::from_tensors(w, bias, path)?)
-        } else {
-            LinearKind::Plain {
+            (ComputeType::F32, Some(path)) => {
+                let (wv, bv, n, k) = kernels::weight_and_bias(w, bias)?;
+                LinearKind::F32(PackedF32::new(Dense::new(&wv, &bv, n, k)?, path))
+            }
+            (ComputeType::F32, None) => LinearKind::Plain {
                 w: w.t()?.contiguous()?,
                 bias: bias.clone(),
-                n,
-            }
+            },
         };
-        Ok(Self { kind })
+        Ok(Self { kind, n })
     }
 
     fn out_features(&self) -> usize {
-        match &self.kind {
-            LinearKind::F32(p) => p.out_features(),
-            LinearKind::Int8 { w, .. } => w.out_features(),
-            LinearKind::Plain { n, .. } => *n,
-        }
+        self.n
     }
 
     /// Rows of `W` (embedding lookup for the tied output layer) -> (len, in).

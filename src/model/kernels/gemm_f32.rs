@@ -14,7 +14,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::contiguous;
+use super::{contiguous, Dense, OutPtr};
 
 /// Columns per packed panel (two AVX vectors).
 pub(crate) const PANEL: usize = 16;
@@ -118,20 +118,8 @@ pub(crate) struct PackedF32 {
 
 impl PackedF32 {
     /// Packs `w` (n, k), row-major (PyTorch's (out, in) layout), with bias `b` (n).
-    pub(crate) fn new(
-        w: &[f32],
-        b: &[f32],
-        n: usize,
-        k: usize,
-        path: F32Path,
-    ) -> candle_core::Result<Self> {
-        if w.len() != n * k || b.len() != n || k == 0 {
-            candle_core::bail!(
-                "packed f32: weight {} / bias {} for {n}x{k}",
-                w.len(),
-                b.len()
-            );
-        }
+    pub(crate) fn new(d: Dense, path: F32Path) -> Self {
+        let Dense { w, b, n, k } = d;
         let panels = n.div_ceil(PANEL);
         let mut out = vec![0f32; panels * k * PANEL];
         for (row, v) in w.chunks_exact(k).enumerate() {
@@ -142,26 +130,14 @@ impl PackedF32 {
         }
         let mut bias = b.to_vec();
         bias.resize(panels * PANEL, 0.0);
-        Ok(Self {
+        Self {
             w: out,
             bias,
             n,
             k,
             panels,
             path,
-        })
-    }
-
-    /// From tensors: `w` (n, k), `b` (n).
-    pub(crate) fn from_tensors(w: &Tensor, b: &Tensor, path: F32Path) -> candle_core::Result<Self> {
-        let (n, k) = w.dims2()?;
-        let wv = w.flatten_all()?.to_vec1::<f32>()?;
-        let bv = b.flatten_all()?.to_vec1::<f32>()?;
-        Self::new(&wv, &bv, n, k, path)
-    }
-
-    pub(crate) fn out_features(&self) -> usize {
-        self.n
+        }
     }
 
     /// `x` (m, k) row-major -> `x Wᵀ + b` (m, n) row-major.
@@ -235,21 +211,94 @@ impl PackedF32 {
                 }
                 s.spawn(move |_| {
                     let out = out;
+                    let ops = Operands {
+                        x,
+                        w,
+                        b,
+                        y: out.0,
+                        m,
+                        n,
+                        k,
+                    };
                     // SAFETY: `path` proves the CPU runs the kernel's features; the shapes were
                     // checked when packing and in `matmul`, so every index stays inside x
                     // (m*k, packed), w (panels*k*16), b (panels*16) and y (m*n); tasks write
                     // disjoint panels.
                     match path.0 {
                         #[cfg(target_arch = "x86_64")]
-                        F32Kind::Avx2 => unsafe { avx::panels(x, w, b, out.0, m, n, k, p0, p1) },
+                        F32Kind::Avx2 => unsafe { avx::panels(ops, p0, p1) },
                         #[cfg(target_arch = "x86_64")]
-                        F32Kind::Avx512 => unsafe {
-                            avx512::panels(x, w, b, out.0, m, n, k, p0, p1)
-                        },
+                        F32Kind::Avx512 => unsafe { avx512::panels(ops, p0, p1) },
                     }
                 });
             }
         });
+    }
+}
+
+/// One product's operands as the kernels take them: `x` packed by [`pack_rows`] (m rows of
+/// length k), `w` panels of k × 16, `b` padded to whole panels, `y` m × n writable floats.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    b: &'a [f32],
+    y: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// Depth of one k block: 256 × 16 floats of a panel = 16 KB, half of L1.
+const K_BLOCK: usize = 256;
+
+/// Which part of the work one microkernel call does.
+#[derive(Clone, Copy)]
+struct KBlock {
+    k: usize,
+    k0: usize,
+    k1: usize,
+    r0: usize,
+    /// First k block: start from zero, not from the tile's partial sums.
+    fresh: bool,
+}
+
+/// Calls `block(part, rows, tile)` for every k block of one panel (or pair) and every row
+/// block. k is walked in blocks of [`K_BLOCK`] so one panel's block stays in L1 while every
+/// row block uses it; each output still sums over k in order (partial sums go back into the
+/// tiles), so rounding is unchanged.
+fn sweep<T>(tiles: &mut [T], m: usize, k: usize, mut block: impl FnMut(KBlock, usize, &mut T)) {
+    for k0 in (0..k).step_by(K_BLOCK) {
+        let k1 = (k0 + K_BLOCK).min(k);
+        for (blk, tile) in tiles.iter_mut().enumerate() {
+            let r0 = blk * TILE_ROWS;
+            let part = KBlock {
+                k,
+                k0,
+                k1,
+                r0,
+                fresh: k0 == 0,
+            };
+            block(part, (m - r0).min(TILE_ROWS), tile);
+        }
+    }
+}
+
+/// Tiles of `W` columns starting at column `c0`, plus bias, into y.
+///
+/// # Safety
+/// `ops.y` points at m × n writable floats, `ops.b` holds columns up to `c0 + W`, and columns
+/// `c0..c0 + W` (up to n) belong to the caller.
+unsafe fn write_tiles<const W: usize>(tiles: &[[[f32; W]; TILE_ROWS]], ops: Operands, c0: usize) {
+    let cols = W.min(ops.n - c0);
+    for (blk, tile) in tiles.iter().enumerate() {
+        let r = blk * TILE_ROWS;
+        for (dr, row) in tile.iter().enumerate().take((ops.m - r).min(TILE_ROWS)) {
+            let dst = ops.y.add((r + dr) * ops.n + c0);
+            for (c, v) in row.iter().enumerate().take(cols) {
+                *dst.add(c) = v + ops.b[c0 + c];
+            }
+        }
     }
 }
 
@@ -269,13 +318,6 @@ impl candle_core::CustomOp1 for Op<'_> {
     }
 }
 
-/// Output pointer shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only the columns of its own panels.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 /// `x` (m, k) regrouped k-major in blocks of TILE_ROWS rows (zero-padded), so the kernel's
 /// broadcasts read consecutive addresses, as BLAS packs its left operand.
 fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
@@ -293,84 +335,28 @@ fn pack_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{PANEL, TILE_ROWS};
+    use super::{sweep, write_tiles, KBlock, Operands, PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
 
-    /// Panels p0..p1 of y = x W^T + b. k is walked in blocks of `K_BLOCK` so one panel's
-    /// block (16 KB) stays in L1 while every row block uses it; each output still sums over
-    /// k in order (partial sums go back into the accumulators), so rounding is unchanged.
+    /// Panels p0..p1 of y = x Wᵀ + b, each swept in k blocks (see [`sweep`]).
     ///
     /// # Safety
-    /// The CPU must run AVX2 and FMA; `x` is packed by `pack_rows` for `m` rows of
-    /// length `k`, `w` holds at least `p1` panels of `k × 16`, `b` at least `16·p1` values,
-    /// and `y` points at `m × n` writable floats with `n > 16·(p1 − 1)`.
+    /// The CPU must run AVX2 and FMA; `ops` holds what [`Operands`] says, `w` at least `p1`
+    /// panels, `b` at least `16·p1` values, and `n > 16·(p1 − 1)`.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panels(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        y: *mut f32,
-        m: usize,
-        n: usize,
-        k: usize,
-        p0: usize,
-        p1: usize,
-    ) {
+    pub(super) unsafe fn panels(ops: Operands, p0: usize, p1: usize) {
         if p0 >= p1 {
             return;
         }
-        let blocks = m.div_ceil(TILE_ROWS);
-        let mut tiles = vec![[[0f32; PANEL]; TILE_ROWS]; blocks];
+        let mut tiles = vec![[[0f32; PANEL]; TILE_ROWS]; ops.m.div_ceil(TILE_ROWS)];
         for p in p0..p1 {
-            let wp = w.as_ptr().add(p * k * PANEL);
-            for k0 in (0..k).step_by(K_BLOCK) {
-                let k1 = (k0 + K_BLOCK).min(k);
-                for (blk, tile) in tiles.iter_mut().enumerate() {
-                    let r = blk * TILE_ROWS;
-                    let part = KBlock {
-                        k,
-                        k0,
-                        k1,
-                        r0: r,
-                        fresh: k0 == 0,
-                    };
-                    match m - r {
-                        6.. => block::<6>(x, wp, part, tile),
-                        5 => block::<5>(x, wp, part, tile),
-                        4 => block::<4>(x, wp, part, tile),
-                        3 => block::<3>(x, wp, part, tile),
-                        2 => block::<2>(x, wp, part, tile),
-                        _ => block::<1>(x, wp, part, tile),
-                    }
-                }
-            }
-            let c0 = p * PANEL;
-            let cols = PANEL.min(n - c0);
-            for (blk, tile) in tiles.iter().enumerate() {
-                let r = blk * TILE_ROWS;
-                for (dr, row) in tile.iter().enumerate().take((m - r).min(TILE_ROWS)) {
-                    let dst = y.add((r + dr) * n + c0);
-                    for (c, v) in row.iter().enumerate().take(cols) {
-                        *dst.add(c) = v + b[c0 + c];
-                    }
-                }
-            }
+            let wp = ops.w.as_ptr().add(p * ops.k * PANEL);
+            sweep(&mut tiles, ops.m, ops.k, |part, rows, tile| {
+                // SAFETY: the caller's contract; `sweep` keeps rows and k inside the operands.
+                unsafe { by_rows!(rows, 6, 5, 4, 3, 2; block(ops.x, wp, part, tile)) }
+            });
+            write_tiles(&tiles, ops, p * PANEL);
         }
-    }
-
-    /// Depth of one k block: 256 × 16 floats of a panel = 16 KB, half of L1.
-    pub(super) const K_BLOCK: usize = 256;
-
-    /// Which part of the work one `block` call does.
-    #[derive(Clone, Copy)]
-    pub(super) struct KBlock {
-        pub(super) k: usize,
-        pub(super) k0: usize,
-        pub(super) k1: usize,
-        pub(super) r0: usize,
-        /// First k block: start from zero, not from the tile's partial sums.
-        pub(super) fresh: bool,
     }
 
     /// R rows of x times one panel over k0..k1, continuing the sums in `tile`.
@@ -415,78 +401,28 @@ mod avx {
 /// results are bit-identical; only twice the columns go through per instruction.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx::{KBlock, K_BLOCK};
-    use super::{PANEL, TILE_ROWS};
+    use super::{sweep, write_tiles, KBlock, Operands, PANEL, TILE_ROWS};
     use std::arch::x86_64::*;
 
     type Tile = [[f32; 2 * PANEL]; TILE_ROWS];
 
-    /// Panels p0..p1 of y = x W^T + b (an odd last panel goes through the AVX2 kernel).
+    /// Panels p0..p1 of y = x Wᵀ + b (an odd last panel goes through the AVX2 kernel).
     ///
     /// # Safety
-    /// The CPU must run AVX2 and FMA and AVX-512F; `x` is packed by `pack_rows` for `m` rows of
-    /// length `k`, `w` holds at least `p1` panels of `k × 16`, `b` at least `16·p1` values,
-    /// and `y` points at `m × n` writable floats with `n > 16·(p1 − 1)`.
+    /// The CPU must run AVX2, FMA and AVX-512F; otherwise as [`super::avx::panels`].
     #[target_feature(enable = "avx512f,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panels(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        y: *mut f32,
-        m: usize,
-        n: usize,
-        k: usize,
-        p0: usize,
-        p1: usize,
-    ) {
+    pub(super) unsafe fn panels(ops: Operands, p0: usize, p1: usize) {
         let pairs_end = p0 + (p1 - p0) / 2 * 2;
-        let blocks = m.div_ceil(TILE_ROWS);
-        let mut tiles = vec![[[0f32; 2 * PANEL]; TILE_ROWS]; blocks];
+        let mut tiles = vec![[[0f32; 2 * PANEL]; TILE_ROWS]; ops.m.div_ceil(TILE_ROWS)];
         for p in (p0..pairs_end).step_by(2) {
-            let wp = w.as_ptr().add(p * k * PANEL);
-            for k0 in (0..k).step_by(K_BLOCK) {
-                let k1 = (k0 + K_BLOCK).min(k);
-                for (blk, tile) in tiles.iter_mut().enumerate() {
-                    let r0 = blk * TILE_ROWS;
-                    let part = KBlock {
-                        k,
-                        k0,
-                        k1,
-                        r0,
-                        fresh: k0 == 0,
-                    };
-                    match m - r0 {
-                        6.. => block::<6>(x, wp, part, tile),
-                        5 => block::<5>(x, wp, part, tile),
-                        4 => block::<4>(x, wp, part, tile),
-                        3 => block::<3>(x, wp, part, tile),
-                        2 => block::<2>(x, wp, part, tile),
-                        _ => block::<1>(x, wp, part, tile),
-                    }
-                }
-            }
-            write(&tiles, b, y, m, n, p);
+            let wp = ops.w.as_ptr().add(p * ops.k * PANEL);
+            sweep(&mut tiles, ops.m, ops.k, |part, rows, tile| {
+                // SAFETY: the caller's contract; `sweep` keeps rows and k inside the operands.
+                unsafe { by_rows!(rows, 6, 5, 4, 3, 2; block(ops.x, wp, part, tile)) }
+            });
+            write_tiles(&tiles, ops, p * PANEL);
         }
-        super::avx::panels(x, w, b, y, m, n, k, pairs_end, p1);
-    }
-
-    /// Tiles of panels p, p+1 plus bias into y.
-    ///
-    /// # Safety
-    /// `y` points at `m × n` writable floats and columns `16p..` up to n belong to the caller.
-    unsafe fn write(tiles: &[Tile], b: &[f32], y: *mut f32, m: usize, n: usize, p: usize) {
-        let c0 = p * PANEL;
-        let cols = (2 * PANEL).min(n - c0);
-        for (blk, tile) in tiles.iter().enumerate() {
-            let r = blk * TILE_ROWS;
-            for (dr, row) in tile.iter().enumerate().take((m - r).min(TILE_ROWS)) {
-                let dst = y.add((r + dr) * n + c0);
-                for (c, v) in row.iter().enumerate().take(cols) {
-                    *dst.add(c) = v + b[c0 + c];
-                }
-            }
-        }
+        super::avx::panels(ops, pairs_end, p1);
     }
 
     /// R rows of x times panels p, p+1 over k0..k1, continuing the sums in `tile`.
@@ -546,9 +482,18 @@ mod avx512 {
                 let xk = super::super::pack_rows(&x, m, k);
                 let mut a = vec![0f32; m * n];
                 let mut c = vec![0f32; m * n];
+                let ops = |y: &mut Vec<f32>| super::super::Operands {
+                    x: &xk,
+                    w: &w,
+                    b: &b,
+                    y: y.as_mut_ptr(),
+                    m,
+                    n,
+                    k,
+                };
                 unsafe {
-                    super::panels(&xk, &w, &b, a.as_mut_ptr(), m, n, k, 0, panels);
-                    super::super::avx::panels(&xk, &w, &b, c.as_mut_ptr(), m, n, k, 0, panels);
+                    super::panels(ops(&mut a), 0, panels);
+                    super::super::avx::panels(ops(&mut c), 0, panels);
                 }
                 assert!(
                     a.iter().zip(&c).all(|(p, q)| p.to_bits() == q.to_bits()),

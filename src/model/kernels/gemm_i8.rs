@@ -44,7 +44,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::contiguous;
+use super::{contiguous, Dense, OutPtr};
 
 /// Output columns per packed panel: one zmm of i32 lanes, two ymm.
 pub(crate) const PANEL: usize = 16;
@@ -231,20 +231,8 @@ pub(crate) struct PackedI8 {
 
 impl PackedI8 {
     /// Quantises and packs `w` (n, k), row-major (PyTorch's (out, in)), with bias `b` (n).
-    pub(crate) fn new(
-        w: &[f32],
-        b: &[f32],
-        n: usize,
-        k: usize,
-        path: I8Path,
-    ) -> candle_core::Result<Self> {
-        if w.len() != n * k || b.len() != n || k == 0 {
-            candle_core::bail!(
-                "packed int8: weight {} / bias {} for {n}x{k}",
-                w.len(),
-                b.len()
-            );
-        }
+    pub(crate) fn new(d: Dense, path: I8Path) -> Self {
+        let Dense { w, b, n, k } = d;
         let groups = k.div_ceil(GROUP);
         let panels = n.div_ceil(PANEL);
         let mut packed = vec![0i8; panels * groups * GROUP_BYTES];
@@ -262,7 +250,7 @@ impl PackedI8 {
         }
         let mut bias = b.to_vec();
         bias.resize(panels * PANEL, 0.0);
-        Ok(Self {
+        Self {
             w: packed,
             scales,
             comp,
@@ -272,19 +260,7 @@ impl PackedI8 {
             groups,
             panels,
             path,
-        })
-    }
-
-    /// From tensors: `w` (n, k), `b` (n).
-    pub(crate) fn from_tensors(w: &Tensor, b: &Tensor, path: I8Path) -> candle_core::Result<Self> {
-        let (n, k) = w.dims2()?;
-        let wv = w.flatten_all()?.to_vec1::<f32>()?;
-        let bv = b.flatten_all()?.to_vec1::<f32>()?;
-        Self::new(&wv, &bv, n, k, path)
-    }
-
-    pub(crate) fn out_features(&self) -> usize {
-        self.n
+        }
     }
 
     /// The same weights on another kernel family (parity tests).
@@ -466,6 +442,14 @@ impl Job<'_> {
     }
 }
 
+/// One panel of packed weights and its VNNI offset compensation (16 columns each).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    w: &'a [i8],
+    comp: &'a [i32],
+}
+
 /// Which k groups one `block` call sums.
 #[derive(Clone, Copy)]
 struct KBlock {
@@ -504,50 +488,27 @@ fn block(
     match path.0 {
         I8Kind::Portable => portable(rows, x, panel, s, tile),
         #[cfg(target_arch = "x86_64")]
-        I8Kind::Avx2 => {
-            // SAFETY: Avx2 is only built after detecting AVX2; bounds asserted above.
-            unsafe {
-                match rows {
-                    4.. => avx2::block::<4>(x, xabs, panel, s, tile),
-                    3 => avx2::block::<3>(x, xabs, panel, s, tile),
-                    2 => avx2::block::<2>(x, xabs, panel, s, tile),
-                    _ => avx2::block::<1>(x, xabs, panel, s, tile),
-                }
-            }
-        }
+        // SAFETY: Avx2 is only built after detecting AVX2; bounds asserted above.
+        I8Kind::Avx2 => unsafe { by_rows!(rows, 4, 3, 2; block_avx2(x, xabs, panel, s, tile)) },
         #[cfg(target_arch = "x86_64")]
-        I8Kind::AvxVnni => {
-            // SAFETY: AvxVnni is only built after detecting AVX2 and AVX-VNNI; bounds above.
-            unsafe {
-                match rows {
-                    6.. => avx_vnni::block::<6>(x, panel, comp, s, tile),
-                    5 => avx_vnni::block::<5>(x, panel, comp, s, tile),
-                    4 => avx_vnni::block::<4>(x, panel, comp, s, tile),
-                    3 => avx_vnni::block::<3>(x, panel, comp, s, tile),
-                    2 => avx_vnni::block::<2>(x, panel, comp, s, tile),
-                    _ => avx_vnni::block::<1>(x, panel, comp, s, tile),
-                }
-            }
-        }
+        // SAFETY: AvxVnni is only built after detecting AVX2 and AVX-VNNI; bounds above.
+        I8Kind::AvxVnni => unsafe {
+            by_rows!(rows, 6, 5, 4, 3, 2; block_avx_vnni(x, Panel { w: panel, comp }, s, tile))
+        },
         #[cfg(target_arch = "x86_64")]
-        I8Kind::Avx512Vnni => {
-            // SAFETY: Avx512Vnni is only built after detecting AVX-512F and AVX-512 VNNI;
-            // bounds asserted above.
-            unsafe {
-                match rows {
-                    8.. => avx512_vnni::block::<8>(x, panel, comp, s, tile),
-                    7 => avx512_vnni::block::<7>(x, panel, comp, s, tile),
-                    6 => avx512_vnni::block::<6>(x, panel, comp, s, tile),
-                    5 => avx512_vnni::block::<5>(x, panel, comp, s, tile),
-                    4 => avx512_vnni::block::<4>(x, panel, comp, s, tile),
-                    3 => avx512_vnni::block::<3>(x, panel, comp, s, tile),
-                    2 => avx512_vnni::block::<2>(x, panel, comp, s, tile),
-                    _ => avx512_vnni::block::<1>(x, panel, comp, s, tile),
-                }
-            }
-        }
+        // SAFETY: Avx512Vnni is only built after detecting AVX-512F and AVX-512 VNNI; bounds
+        // asserted above.
+        I8Kind::Avx512Vnni => unsafe {
+            by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, Panel { w: panel, comp }, s, tile))
+        },
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+use {
+    avx2::block as block_avx2, avx512_vnni::block as block_avx512,
+    avx_vnni::block as block_avx_vnni,
+};
 
 /// Plain Rust: i8 activations times i8 weights, exact i32 sums.
 fn portable(rows: usize, x: &[u8], panel: &[i8], s: KBlock, tile: &mut Tile) {
@@ -569,9 +530,52 @@ fn portable(rows: usize, x: &[u8], panel: &[i8], s: KBlock, tile: &mut Tile) {
     }
 }
 
+/// A tile's rows as pairs of 256-bit accumulators (16 i32 columns), for the AVX2 and AVX-VNNI
+/// kernels.
+#[cfg(target_arch = "x86_64")]
+mod ymm {
+    use super::Tile;
+    use std::arch::x86_64::*;
+
+    /// The accumulators of R rows: `fresh` ones start at `init` (per column), the others
+    /// continue the tile's partial sums.
+    ///
+    /// # Safety
+    /// The CPU runs AVX2; R ≤ the tile's rows.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn start<const R: usize>(
+        tile: &Tile,
+        fresh: bool,
+        init: [__m256i; 2],
+    ) -> [[__m256i; 2]; R] {
+        let mut acc = [init; R];
+        if !fresh {
+            for (r, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_loadu_si256(tile[r].as_ptr() as *const __m256i);
+                a[1] = _mm256_loadu_si256(tile[r].as_ptr().add(8) as *const __m256i);
+            }
+        }
+        acc
+    }
+
+    /// Stores R rows of accumulators back into the tile.
+    ///
+    /// # Safety
+    /// The CPU runs AVX2; R ≤ the tile's rows.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn store<const R: usize>(acc: &[[__m256i; 2]; R], tile: &mut Tile) {
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, a[0]);
+            _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, a[1]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
+    use super::{ymm, KBlock, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1: `|x|` (u8) times `w · sign(x)` (i8) with
@@ -589,13 +593,8 @@ mod avx2 {
         tile: &mut Tile,
     ) {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        if !s.fresh {
-            for (r, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm256_loadu_si256(tile[r].as_ptr() as *const __m256i);
-                a[1] = _mm256_loadu_si256(tile[r].as_ptr().add(8) as *const __m256i);
-            }
-        }
+        let zero = _mm256_setzero_si256();
+        let mut acc = ymm::start::<R>(tile, s.fresh, [zero, zero]);
         let (xp, ap, wp) = (x.as_ptr(), xabs.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
             let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
@@ -610,16 +609,13 @@ mod avx2 {
                 a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(p1, ones));
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, a[0]);
-            _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, a[1]);
-        }
+        ymm::store(&acc, tile);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx_vnni {
-    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
+    use super::{ymm, KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1 with 256-bit `vpdpbusd` on `x + 128` (u8); a
@@ -627,29 +623,19 @@ mod avx_vnni {
     ///
     /// # Safety
     /// The CPU runs AVX2 and AVX-VNNI; `x` holds R rows of `s.stride ≥ 4·g1` bytes; `panel`
-    /// holds at least `64·g1` bytes; `comp` 16 values.
+    /// (`p.w`) holds at least `64·g1` bytes; `p.comp` 16 values.
     #[target_feature(enable = "avx2,avxvnni")]
-    pub(super) unsafe fn block<const R: usize>(
-        x: &[u8],
-        panel: &[i8],
-        comp: &[i32],
-        s: KBlock,
-        tile: &mut Tile,
-    ) {
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    pub(super) unsafe fn block<const R: usize>(x: &[u8], p: Panel, s: KBlock, tile: &mut Tile) {
+        let (panel, comp) = (p.w, p.comp);
         let zero = _mm256_setzero_si256();
-        for (r, a) in acc.iter_mut().enumerate() {
-            if s.fresh {
-                a[0] = _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i));
-                a[1] = _mm256_sub_epi32(
-                    zero,
-                    _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
-                );
-            } else {
-                a[0] = _mm256_loadu_si256(tile[r].as_ptr() as *const __m256i);
-                a[1] = _mm256_loadu_si256(tile[r].as_ptr().add(8) as *const __m256i);
-            }
-        }
+        let neg_comp = [
+            _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i)),
+            _mm256_sub_epi32(
+                zero,
+                _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
+            ),
+        ];
+        let mut acc = ymm::start::<R>(tile, s.fresh, neg_comp);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
             let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
@@ -661,16 +647,13 @@ mod avx_vnni {
                 a[1] = _mm256_dpbusd_avx_epi32(a[1], xb, w1);
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            _mm256_storeu_si256(tile[r].as_mut_ptr() as *mut __m256i, a[0]);
-            _mm256_storeu_si256(tile[r].as_mut_ptr().add(8) as *mut __m256i, a[1]);
-        }
+        ymm::store(&acc, tile);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512_vnni {
-    use super::{KBlock, Tile, GROUP, GROUP_BYTES};
+    use super::{KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
     /// R rows × 16 columns over groups g0..g1 with 512-bit `vpdpbusd` on `x + 128` (u8), one
@@ -678,15 +661,10 @@ mod avx512_vnni {
     ///
     /// # Safety
     /// The CPU runs AVX-512F and AVX-512 VNNI; `x` holds R rows of `s.stride ≥ 4·g1` bytes;
-    /// `panel` holds at least `64·g1` bytes; `comp` 16 values.
+    /// `p.w` holds at least `64·g1` bytes; `p.comp` 16 values.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn block<const R: usize>(
-        x: &[u8],
-        panel: &[i8],
-        comp: &[i32],
-        s: KBlock,
-        tile: &mut Tile,
-    ) {
+    pub(super) unsafe fn block<const R: usize>(x: &[u8], p: Panel, s: KBlock, tile: &mut Tile) {
+        let (panel, comp) = (p.w, p.comp);
         let mut acc = [_mm512_setzero_si512(); R];
         for (r, a) in acc.iter_mut().enumerate() {
             *a = if s.fresh {
@@ -727,10 +705,3 @@ impl candle_core::CustomOp1 for Op<'_> {
         Ok((CpuStorage::F32(y), Shape::from_dims(&[m, self.0.n])))
     }
 }
-
-/// Output pointer shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only the columns of its own panels.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}

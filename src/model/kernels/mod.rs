@@ -34,6 +34,19 @@
 //! argument); `TARJAMA_KERNEL_ISA` caps what the model picks, to run whole models on a narrower
 //! path.
 
+/// Calls the microkernel `f::<R>(args)` with R = `rows`, the const-generic row count of a tile:
+/// `max` for `rows ≥ max`, each listed count for itself, 1 below them (`rows` ≥ 1). Defined
+/// before the kernel modules so that they see it.
+macro_rules! by_rows {
+    ($rows:expr, $max:literal $(, $r:literal)*; $f:ident $args:tt) => {
+        match $rows {
+            $max.. => $f::<$max> $args,
+            $($r => $f::<$r> $args,)*
+            _ => $f::<1> $args,
+        }
+    };
+}
+
 pub(crate) mod attention;
 pub(crate) mod exp;
 pub(crate) mod gemm_f32;
@@ -47,6 +60,48 @@ pub(crate) use exp::sum_exp_shifted;
 pub(crate) use gemm_f32::{F32Path, PackedF32};
 pub(crate) use gemm_i8::{Epilogue, I8Path, PackedI8};
 pub(crate) use layer_norm::layer_norm;
+
+/// Output pointer shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only the columns of its own panels.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// A linear layer's weight `w` (n, k) and bias `b` (n) as flat f32 values, with (n, k): what
+/// every packed weight type is built from.
+pub(crate) fn weight_and_bias(
+    w: &Tensor,
+    b: &Tensor,
+) -> candle_core::Result<(Vec<f32>, Vec<f32>, usize, usize)> {
+    let (n, k) = w.dims2()?;
+    let wv = w.flatten_all()?.to_vec1::<f32>()?;
+    let bv = b.flatten_all()?.to_vec1::<f32>()?;
+    Ok((wv, bv, n, k))
+}
+
+/// A linear layer's weight (n, k), row-major (PyTorch's (out, in) layout), and its bias (n),
+/// with shapes checked: what every packed weight type is built from.
+#[derive(Clone, Copy)]
+pub(crate) struct Dense<'a> {
+    w: &'a [f32],
+    b: &'a [f32],
+    n: usize,
+    k: usize,
+}
+
+impl<'a> Dense<'a> {
+    pub(crate) fn new(w: &'a [f32], b: &'a [f32], n: usize, k: usize) -> candle_core::Result<Self> {
+        if w.len() != n * k || b.len() != n || k == 0 {
+            candle_core::bail!(
+                "linear layer: weight {} / bias {} for {n}x{k}",
+                w.len(),
+                b.len()
+            );
+        }
+        Ok(Self { w, b, n, k })
+    }
+}
 
 /// The elements of a contiguous CPU f32 storage.
 pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {

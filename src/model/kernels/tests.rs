@@ -5,6 +5,7 @@
 
 use super::gemm_f32::{F32Path, PackedF32};
 use super::gemm_i8::{I8Path, PackedI8};
+use super::Dense;
 
 const ROWS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 31, 64, 97, 130];
 const KS: &[usize] = &[300, 600, 2048];
@@ -28,31 +29,64 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// `x Wᵀ + b` in f64.
-fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
-    let mut y = vec![0f64; m * n];
-    for r in 0..m {
-        for c in 0..n {
-            let dot: f64 = (0..k)
-                .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
-                .sum();
-            y[r * n + c] = dot + b[c] as f64;
-        }
+/// One product to check: x (m, k), w (n, k), b (n).
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Case {
+    /// Operands from three consecutive seeds.
+    fn new(m: usize, k: usize, n: usize, seed: u64) -> Self {
+        let (x, w, b) = (
+            values(m * k, seed),
+            values(n * k, seed + 1),
+            values(n, seed + 2),
+        );
+        Self { m, k, n, x, w, b }
     }
-    y
+
+    fn dense(&self) -> Dense<'_> {
+        Dense::new(&self.w, &self.b, self.n, self.k).unwrap()
+    }
+
+    fn what(&self) -> String {
+        format!("{}x{}x{}", self.m, self.k, self.n)
+    }
+
+    /// `x Wᵀ + b` in f64.
+    fn reference(&self) -> Vec<f64> {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|i| self.x[r * k + i] as f64 * self.w[c * k + i] as f64)
+                    .sum();
+                y[r * n + c] = dot + self.b[c] as f64;
+            }
+        }
+        y
+    }
 }
 
 /// Shapes to cover: every row count with one k and n, and every (k, n) with a few row counts.
-fn shapes() -> Vec<(usize, usize, usize)> {
-    let mut out: Vec<(usize, usize, usize)> = ROWS.iter().map(|&m| (m, 600, 70)).collect();
+fn cases(seed: u64) -> impl Iterator<Item = Case> {
+    let mut shapes: Vec<(usize, usize, usize)> = ROWS.iter().map(|&m| (m, 600, 70)).collect();
     for &k in KS {
         for &n in NS {
             for &m in &[1, 7, 130] {
-                out.push((m, k, n));
+                shapes.push((m, k, n));
             }
         }
     }
-    out
+    shapes
+        .into_iter()
+        .map(move |(m, k, n)| Case::new(m, k, n, seed))
 }
 
 #[test]
@@ -62,18 +96,16 @@ fn f32_paths_match_the_reference() {
         eprintln!("no f32 kernel runs on this CPU: nothing to check");
     }
     for path in paths {
-        for (m, k, n) in shapes() {
-            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
-            let want = reference(&x, &w, &b, m, n, k);
-            let got = PackedF32::new(&w, &b, n, k, path)
-                .and_then(|p| p.matmul(&x, m))
-                .unwrap();
+        for c in cases(1) {
+            let want = c.reference();
+            let got = PackedF32::new(c.dense(), path).matmul(&c.x, c.m).unwrap();
+            // f32 accumulation over k terms of size ≤ 36.
+            let tol = 1e-6 * c.k as f64 * 36.0;
             for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
-                // f32 accumulation over k terms of size ≤ 36.
-                let tol = 1e-6 * k as f64 * 36.0;
+                let what = c.what();
                 assert!(
                     (g as f64 - r).abs() <= tol,
-                    "{} {m}x{k}x{n} [{i}]: {g} vs {r}",
+                    "{} {what} [{i}]: {g} vs {r}",
                     path.name()
                 );
             }
@@ -83,7 +115,7 @@ fn f32_paths_match_the_reference() {
 
 /// The int8 scheme spelled out: the same quantisation, exact integer dot products, the same
 /// f32 epilogue. Every path must give exactly these bits.
-fn int8_reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+fn int8_reference(c: &Case) -> Vec<f32> {
     let quant = |v: &[f32]| -> (f32, Vec<i32>) {
         let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
         if amax == 0.0 {
@@ -96,13 +128,14 @@ fn int8_reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize)
             .collect();
         (amax / 127.0, q)
     };
-    let ws: Vec<(f32, Vec<i32>)> = w.chunks(k).map(quant).collect();
+    let (m, k, n) = (c.m, c.k, c.n);
+    let ws: Vec<(f32, Vec<i32>)> = c.w.chunks(k).map(quant).collect();
     let mut y = vec![0f32; m * n];
     for r in 0..m {
-        let (sx, xq) = quant(&x[r * k..(r + 1) * k]);
-        for (c, (sw, wq)) in ws.iter().enumerate() {
+        let (sx, xq) = quant(&c.x[r * k..(r + 1) * k]);
+        for (j, (sw, wq)) in ws.iter().enumerate() {
             let dot: i32 = xq.iter().zip(wq).map(|(a, b)| a * b).sum();
-            y[r * n + c] = dot as f32 * (sx * sw) + b[c];
+            y[r * n + j] = dot as f32 * (sx * sw) + c.b[j];
         }
     }
     y
@@ -111,17 +144,15 @@ fn int8_reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize)
 #[test]
 fn int8_paths_match_the_reference_bit_for_bit() {
     for path in I8Path::all() {
-        for (m, k, n) in shapes() {
-            let (x, w, b) = (values(m * k, 4), values(n * k, 5), values(n, 6));
-            let want = int8_reference(&x, &w, &b, m, n, k);
-            let got = PackedI8::new(&w, &b, n, k, path)
-                .and_then(|p| p.matmul(&x, m))
-                .unwrap();
+        for c in cases(4) {
+            let want = int8_reference(&c);
+            let got = PackedI8::new(c.dense(), path).matmul(&c.x, c.m).unwrap();
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                let what = c.what();
                 assert_eq!(
                     g.to_bits(),
                     r.to_bits(),
-                    "{} {m}x{k}x{n} [{i}]: {g} vs {r}",
+                    "{} {what} [{i}]: {g} vs {r}",
                     path.name()
                 );
             }
@@ -134,18 +165,16 @@ fn int8_paths_match_the_reference_bit_for_bit() {
 #[test]
 fn int8_error_is_bounded_against_f32() {
     let path = I8Path::detect();
-    for (m, k, n) in shapes() {
-        let (x, w, b) = (values(m * k, 7), values(n * k, 8), values(n, 9));
-        let want = reference(&x, &w, &b, m, n, k);
-        let got = PackedI8::new(&w, &b, n, k, path)
-            .and_then(|p| p.matmul(&x, m))
-            .unwrap();
+    for c in cases(7) {
+        let (m, k, n) = (c.m, c.k, c.n);
+        let want = c.reference();
+        let got = PackedI8::new(c.dense(), path).matmul(&c.x, m).unwrap();
         let amax = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs())) as f64;
         for r in 0..m {
-            let xr = &x[r * k..(r + 1) * k];
+            let xr = &c.x[r * k..(r + 1) * k];
             let sx = amax(xr) / 127.0;
-            for c in 0..n {
-                let wr = &w[c * k..(c + 1) * k];
+            for j in 0..n {
+                let wr = &c.w[j * k..(j + 1) * k];
                 let sw = amax(wr) / 127.0;
                 let bound: f64 = xr
                     .iter()
@@ -156,8 +185,8 @@ fn int8_error_is_bounded_against_f32() {
                     .sum::<f64>()
                     * 1.001
                     + 1e-5;
-                let err = (got[r * n + c] as f64 - want[r * n + c]).abs();
-                assert!(err <= bound, "{m}x{k}x{n} [{r},{c}]: {err} > {bound}");
+                let err = (got[r * n + j] as f64 - want[r * n + j]).abs();
+                assert!(err <= bound, "{} [{r},{j}]: {err} > {bound}", c.what());
             }
         }
     }
@@ -167,36 +196,27 @@ fn int8_error_is_bounded_against_f32() {
 /// all-zero weight row.
 #[test]
 fn int8_zero_rows_give_the_bias() {
-    let (m, k, n) = (5, 300, 33);
-    let mut x = values(m * k, 10);
-    x[2 * k..3 * k].iter_mut().for_each(|v| *v = 0.0);
-    let mut w = values(n * k, 11);
-    w[4 * k..5 * k].iter_mut().for_each(|v| *v = 0.0);
-    let b = values(n, 12);
+    let mut c = Case::new(5, 300, 33, 10);
+    let (m, k, n) = (c.m, c.k, c.n);
+    c.x[2 * k..3 * k].iter_mut().for_each(|v| *v = 0.0);
+    c.w[4 * k..5 * k].iter_mut().for_each(|v| *v = 0.0);
     for path in I8Path::all() {
-        let y = PackedI8::new(&w, &b, n, k, path)
-            .and_then(|p| p.matmul(&x, m))
-            .unwrap();
-        assert_eq!(&y[2 * n..3 * n], &b[..], "{}", path.name());
+        let y = PackedI8::new(c.dense(), path).matmul(&c.x, m).unwrap();
+        assert_eq!(&y[2 * n..3 * n], &c.b[..], "{}", path.name());
         for r in 0..m {
-            assert_eq!(y[r * n + 4], b[4], "{}", path.name());
+            assert_eq!(y[r * n + 4], c.b[4], "{}", path.name());
         }
     }
 }
 
 #[test]
 fn int8_paths_are_identical_to_portable() {
-    let (m, k, n) = (37, 2048, 70);
-    let (x, w, b) = (values(m * k, 13), values(n * k, 14), values(n, 15));
+    let c = Case::new(37, 2048, 70, 13);
     let all = I8Path::all();
-    let portable = PackedI8::new(&w, &b, n, k, all[0])
-        .and_then(|p| p.matmul(&x, m))
-        .unwrap();
+    let portable = PackedI8::new(c.dense(), all[0]).matmul(&c.x, c.m).unwrap();
     for path in &all[1..] {
-        let p = PackedI8::new(&w, &b, n, k, all[0])
-            .unwrap()
-            .with_path(*path);
-        let y = p.matmul(&x, m).unwrap();
+        let p = PackedI8::new(c.dense(), all[0]).with_path(*path);
+        let y = p.matmul(&c.x, c.m).unwrap();
         assert!(
             y.iter()
                 .zip(&portable)
@@ -209,12 +229,14 @@ fn int8_paths_are_identical_to_portable() {
 
 #[test]
 fn shape_errors_are_errors() {
-    let path = I8Path::all()[0];
-    assert!(PackedI8::new(&[0.0; 10], &[0.0; 2], 2, 4, path).is_err());
-    let p = PackedI8::new(&[0.5; 8], &[0.0; 2], 2, 4, path).unwrap();
+    assert!(Dense::new(&[0.0; 10], &[0.0; 2], 2, 4).is_err());
+    assert!(Dense::new(&[0.0; 8], &[0.0; 3], 2, 4).is_err());
+    assert!(Dense::new(&[], &[], 0, 0).is_err());
+    let d = Dense::new(&[0.5; 8], &[0.0; 2], 2, 4).unwrap();
+    let p = PackedI8::new(d, I8Path::all()[0]);
     assert!(p.matmul(&[1.0; 7], 2).is_err());
     if let Some(f) = F32Path::all().first() {
-        let p = PackedF32::new(&[0.5; 8], &[0.0; 2], 2, 4, *f).unwrap();
+        let p = PackedF32::new(d, *f);
         assert!(p.matmul(&[1.0; 7], 2).is_err());
     }
 }
@@ -223,13 +245,12 @@ fn shape_errors_are_errors() {
 #[test]
 fn int8_epilogue_activations_match_separate_ones() {
     use super::gemm_i8::Epilogue;
-    let (m, k, n) = (9, 300, 47);
-    let (x, w, b) = (values(m * k, 16), values(n * k, 17), values(n, 18));
+    let c = Case::new(9, 300, 47, 16);
     for path in I8Path::all() {
-        let p = PackedI8::new(&w, &b, n, k, path).unwrap();
-        let plain = p.matmul(&x, m).unwrap();
-        let silu = p.matmul_with(&x, m, Epilogue::Silu).unwrap();
-        let relu = p.matmul_with(&x, m, Epilogue::Relu).unwrap();
+        let p = PackedI8::new(c.dense(), path);
+        let plain = p.matmul(&c.x, c.m).unwrap();
+        let silu = p.matmul_with(&c.x, c.m, Epilogue::Silu).unwrap();
+        let relu = p.matmul_with(&c.x, c.m, Epilogue::Relu).unwrap();
         for ((&v, &s), &r) in plain.iter().zip(&silu).zip(&relu) {
             assert_eq!(
                 s.to_bits(),
