@@ -17,21 +17,7 @@ fn fixtures() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).to_path_buf()
 }
 
-/// xorshift64: deterministic, dependency-free randomness.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn random_pieces(rng: &mut Rng) -> Vec<String> {
+fn random_pieces(rng: &mut fastrand::Rng) -> Vec<String> {
     let letters: Vec<char> = (0x0621..=0x064Au32)
         .chain(0x0660..=0x0669)
         .filter_map(char::from_u32)
@@ -40,12 +26,12 @@ fn random_pieces(rng: &mut Rng) -> Vec<String> {
     let mut set: BTreeSet<String> = letters.iter().map(|c| c.to_string()).collect();
     set.insert("\u{2581}".into());
     while set.len() < PIECES - 3 {
-        let len = 1 + rng.below(8);
+        let len = 1 + rng.usize(..8);
         let mut p = String::new();
-        if rng.below(2) == 0 {
+        if rng.bool() {
             p.push('\u{2581}');
         }
-        (0..len).for_each(|_| p.push(letters[rng.below(letters.len())]));
+        (0..len).for_each(|_| p.push(letters[rng.usize(..letters.len())]));
         set.insert(p);
     }
     set.into_iter().collect()
@@ -55,7 +41,7 @@ fn random_pieces(rng: &mut Rng) -> Vec<String> {
 fn build_model(dir: &Path) {
     let fixture = std::fs::read(fixtures().join("tiny-marian-ar-en/source.spm")).unwrap();
     let base = ModelProto::decode(fixture.as_slice()).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let piece = |p: &str, score: f32, kind: i32| SentencePiece {
         piece: Some(p.to_owned()),
         score: Some(score),
@@ -67,7 +53,7 @@ fn build_model(dir: &Path) {
         piece("</s>", 0.0, proto::TYPE_CONTROL),
     ];
     for p in random_pieces(&mut rng) {
-        let score = -1.0 - (rng.below(10_000) as f32) / 1000.0;
+        let score = -1.0 - (rng.u32(..10_000) as f32) / 1000.0;
         pieces.push(piece(&p, score, proto::TYPE_NORMAL));
     }
     let mut trainer = base.trainer_spec.clone().unwrap();

@@ -14,6 +14,9 @@ use tarjama::proto::{
     TranslationOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Client =
+    tarjama::proto::translation_service_client::TranslationServiceClient<tonic::transport::Channel>;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -135,10 +138,7 @@ async fn a_call_over_the_request_budget_is_refused_for_good_before_any_work() {
     let mut client = server.client().await;
     let before = computed_sentences(&server).await;
     let long = [SENTENCE; 12].join(" ");
-    let err = client
-        .translate(translate(&[("a", &long)], greedy(4)))
-        .await
-        .unwrap_err();
+    let err = refused(&mut client, translate(&[("a", &long)], greedy(4))).await;
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("at most 200"), "{}", err.message());
     assert!(
@@ -158,20 +158,14 @@ async fn a_call_over_the_request_budget_is_refused_for_good_before_any_work() {
         max_output_tokens: Some(4),
         length_penalty: 0.0,
     });
-    let err = client
-        .translate(translate(&[("a", &part)], beams))
-        .await
-        .unwrap_err();
+    let err = refused(&mut client, translate(&[("a", &part)], beams)).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     // The texts of one call count together.
     let many: Vec<(&str, &str)> = ["1", "2", "3", "4", "5"]
         .iter()
         .map(|id| (*id, part.as_str()))
         .collect();
-    let err = client
-        .translate(translate(&many, greedy(4)))
-        .await
-        .unwrap_err();
+    let err = refused(&mut client, translate(&many, greedy(4))).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     let computed = computed_sentences(&server).await - before;
     assert_eq!(computed, 3.0, "only the admitted call ran");
@@ -185,10 +179,7 @@ async fn a_response_that_could_exceed_the_limit_is_refused_before_any_work() {
     let mut client = server.client().await;
     let before = computed_sentences(&server).await;
     let text = [SENTENCE; 20].join(" ");
-    let err = client
-        .translate(translate(&[("a", &text)], None))
-        .await
-        .unwrap_err();
+    let err = refused(&mut client, translate(&[("a", &text)], None)).await;
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
         err.message().contains("max_output_tokens"),
@@ -249,21 +240,22 @@ async fn client_strings_are_clipped_in_statuses() {
     let server = server_with(|_| {}).await;
     let mut client = server.client().await;
     let id = "x".repeat(200_000);
-    let err = client
-        .translate(translate(&[(&id, SENTENCE), (&id, SENTENCE)], None))
-        .await
-        .unwrap_err();
+    let err = refused(
+        &mut client,
+        translate(&[(&id, SENTENCE), (&id, SENTENCE)], None),
+    )
+    .await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().len() < 1000, "{} bytes", err.message().len());
     assert!(err.message().contains("…"));
     let mut request = translate(&[("a", SENTENCE)], None);
     request.source_language = "q".repeat(100_000);
-    let err = client.translate(request).await.unwrap_err();
+    let err = refused(&mut client, request).await;
     assert!(err.message().len() < 1000, "{} bytes", err.message().len());
     // Many bad texts: the first few are named, the rest counted.
     let empty: Vec<(String, &str)> = (0..8).map(|i| (i.to_string(), " ")).collect();
     let empty: Vec<(&str, &str)> = empty.iter().map(|(i, t)| (i.as_str(), *t)).collect();
-    let err = client.translate(translate(&empty, None)).await.unwrap_err();
+    let err = refused(&mut client, translate(&empty, None)).await;
     assert!(err.message().contains("and 4 more"), "{}", err.message());
     server.stop().await;
 }
@@ -479,19 +471,12 @@ async fn shutdown_ends_calls_still_running_after_the_grace_period() {
     drop(tx);
 }
 
-/// A small deterministic generator (xorshift): the same seed gives the same traffic.
-struct Rng(u64);
+/// Seeded randomness: the same seed gives the same traffic.
+struct Rng(fastrand::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.u64(..n.max(1))
     }
 
     fn chance(&mut self, percent: u64) -> bool {
@@ -538,6 +523,14 @@ impl Rng {
     }
 }
 
+/// The status a `Translate` call is refused with (panics if it succeeds).
+async fn refused(client: &mut Client, request: TranslateRequest) -> tonic::Status {
+    match client.translate(request).await {
+        Err(status) => status,
+        Ok(_) => panic!("the call was accepted"),
+    }
+}
+
 fn with_timeout<T>(message: T, timeout: Option<Duration>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(t) = timeout {
@@ -559,12 +552,7 @@ fn designed(code: Code) -> bool {
     )
 }
 
-async fn hostile_call(
-    client: &mut tarjama::proto::translation_service_client::TranslationServiceClient<
-        tonic::transport::Channel,
-    >,
-    rng: &mut Rng,
-) -> Code {
+async fn hostile_call(client: &mut Client, rng: &mut Rng) -> Code {
     let limit = 5000;
     let code_of = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
     let timeout = rng
@@ -686,7 +674,7 @@ async fn hostile_traffic(secs: u64) {
     for seed in 1..=4u64 {
         let mut client = server.client().await;
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491));
+            let mut rng = Rng(fastrand::Rng::with_seed(seed));
             let mut calls = 0u64;
             while Instant::now() < until {
                 let code = hostile_call(&mut client, &mut rng).await;

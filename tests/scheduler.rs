@@ -37,6 +37,14 @@ impl TestBackend {
             limits: ModelLimits::unbounded(),
         }
     }
+
+    /// A fast backend (one 1 ms step) whose model has `limits`.
+    fn with_limits(limits: ModelLimits) -> Self {
+        Self {
+            limits,
+            ..Self::new(Duration::from_millis(1), 1)
+        }
+    }
 }
 
 fn expected(ids: &[u32]) -> Generation {
@@ -112,6 +120,24 @@ fn config() -> SchedulerConfig {
     }
 }
 
+/// A scheduler with the test configuration on `backend` (kept to inspect what it ran).
+fn start(backend: TestBackend) -> (TestBackend, Scheduler) {
+    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    (backend, scheduler)
+}
+
+/// Why `inputs` were refused (panics if they were admitted).
+fn refusal(
+    scheduler: &Scheduler,
+    inputs: Vec<Vec<u32>>,
+    options: GenerationOverrides,
+) -> SchedulerError {
+    match scheduler.submit(inputs, options, None) {
+        Err(e) => e,
+        Ok(_) => panic!("admitted"),
+    }
+}
+
 fn greedy() -> GenerationOverrides {
     GenerationOverrides {
         num_beams: Some(1),
@@ -121,8 +147,7 @@ fn greedy() -> GenerationOverrides {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_results_equal_one_at_a_time_results() {
-    let backend = TestBackend::new(Duration::from_millis(1), 2);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(1), 2));
     let mut tasks = Vec::new();
     for r in 0..12u32 {
         let scheduler = scheduler.clone();
@@ -152,8 +177,7 @@ async fn concurrent_results_equal_one_at_a_time_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_request_is_never_computed() {
-    let backend = TestBackend::new(Duration::from_millis(20), 3);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(20), 3));
     let busy = scheduler.submit(sentences(1, 16), greedy(), None).unwrap();
     let doomed = scheduler.submit(sentences(2, 6), greedy(), None).unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -174,8 +198,7 @@ async fn cancelled_request_is_never_computed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_rows_leave_the_batch_when_cancelled() {
-    let backend = TestBackend::new(Duration::from_millis(30), 10);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(30), 10));
     let ticket = scheduler.submit(sentences(3, 2), greedy(), None).unwrap();
     while backend.started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -191,8 +214,7 @@ async fn running_rows_leave_the_batch_when_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_deadline_gives_deadline_exceeded_and_frees_the_queue() {
-    let backend = TestBackend::new(Duration::from_millis(20), 3);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(20), 3));
     let busy = scheduler.submit(sentences(1, 16), greedy(), None).unwrap();
     let deadline = Instant::now() + Duration::from_millis(30);
     let late = scheduler
@@ -240,8 +262,7 @@ async fn full_queue_refuses_new_work_and_keeps_admitted_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_request_finishes_while_a_large_one_runs() {
-    let backend = TestBackend::new(Duration::from_millis(2), 2);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(2), 2));
     let large = scheduler.submit(sentences(1, 400), greedy(), None).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let small = scheduler.submit(sentences(2, 1), greedy(), None).unwrap();
@@ -264,8 +285,7 @@ async fn small_request_finishes_while_a_large_one_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_batch_fails_only_its_requests() {
-    let backend = TestBackend::new(Duration::from_millis(1), 1);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (_, scheduler) = start(TestBackend::new(Duration::from_millis(1), 1));
     let bad = scheduler
         .submit(vec![vec![1, PANIC_TOKEN]], greedy(), None)
         .unwrap();
@@ -282,8 +302,7 @@ async fn a_panicking_batch_fails_only_its_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_queued_work_and_refuses_new() {
-    let backend = TestBackend::new(Duration::from_millis(2), 1);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (_, scheduler) = start(TestBackend::new(Duration::from_millis(2), 1));
     let queued = scheduler.submit(sentences(1, 20), greedy(), None).unwrap();
     let s = scheduler.clone();
     let stopper = std::thread::spawn(move || s.shutdown());
@@ -331,10 +350,7 @@ async fn a_request_over_the_per_request_budget_is_refused_for_good() {
     };
     let scheduler = Scheduler::start(backend.clone(), cfg, "t").unwrap();
     // With the queue empty, as when it is full: never admitted, and not as "busy".
-    let err = scheduler
-        .submit(vec![vec![1; 30]; 4], greedy(), None)
-        .err()
-        .unwrap();
+    let err = refusal(&scheduler, vec![vec![1; 30]; 4], greedy());
     assert_eq!(
         err,
         SchedulerError::RequestTooLarge {
@@ -346,10 +362,7 @@ async fn a_request_over_the_per_request_budget_is_refused_for_good() {
         num_beams: Some(4),
         ..Default::default()
     };
-    let err = scheduler
-        .submit(vec![vec![1; 30]], beams, None)
-        .err()
-        .unwrap();
+    let err = refusal(&scheduler, vec![vec![1; 30]], beams);
     assert_eq!(
         err,
         SchedulerError::RequestTooLarge {
@@ -369,25 +382,17 @@ async fn a_request_over_the_per_request_budget_is_refused_for_good() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_the_model_cannot_take_is_refused_before_queueing() {
-    let mut backend = TestBackend::new(Duration::from_millis(1), 1);
-    backend.limits = ModelLimits {
+    let (backend, scheduler) = start(TestBackend::with_limits(ModelLimits {
         max_input_tokens: 10,
         vocab_size: 5000,
         ..ModelLimits::unbounded()
-    };
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
-    let err = scheduler
-        .submit(vec![vec![1; 5], vec![2; 11]], greedy(), None)
-        .err()
-        .unwrap();
+    }));
+    let err = refusal(&scheduler, vec![vec![1; 5], vec![2; 11]], greedy());
     assert!(
         matches!(err, SchedulerError::InvalidInput { index: 1, ref reason } if reason.contains("11 tokens")),
         "{err:?}"
     );
-    let err = scheduler
-        .submit(vec![vec![5000]], greedy(), None)
-        .err()
-        .unwrap();
+    let err = refusal(&scheduler, vec![vec![5000]], greedy());
     assert!(
         matches!(err, SchedulerError::InvalidInput { index: 0, .. }),
         "{err:?}"
@@ -398,8 +403,7 @@ async fn an_input_the_model_cannot_take_is_refused_before_queueing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_error_in_a_batch_fails_only_its_row() {
-    let backend = TestBackend::new(Duration::from_millis(1), 1);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (_, scheduler) = start(TestBackend::new(Duration::from_millis(1), 1));
     // Both requests share a batch; the model refuses one row of the first.
     let mut bad = sentences(1, 2);
     bad.push(vec![REFUSED_TOKEN]);
@@ -422,14 +426,13 @@ async fn an_input_error_in_a_batch_fails_only_its_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_cut_to_their_worst_case_memory() {
-    let mut backend = TestBackend::new(Duration::from_millis(1), 1);
     // A row of n source tokens generating up to 100 steps costs (n + 100) × 1000 bytes.
-    backend.limits = ModelLimits {
+    let backend = TestBackend::with_limits(ModelLimits {
         default_max_new_tokens: 100,
         beam_bytes_per_source_token: 1000,
         beam_bytes_per_step: 1000,
         ..ModelLimits::unbounded()
-    };
+    });
     let cfg = SchedulerConfig {
         max_batch_bytes: 3 * 110_000,
         ..config()
@@ -462,8 +465,7 @@ async fn batches_are_cut_to_their_worst_case_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_ends_queued_and_running_work_at_once() {
-    let backend = TestBackend::new(Duration::from_millis(20), 1000);
-    let scheduler = Scheduler::start(backend.clone(), config(), "t").unwrap();
+    let (backend, scheduler) = start(TestBackend::new(Duration::from_millis(20), 1000));
     let running = scheduler.submit(sentences(1, 2), greedy(), None).unwrap();
     let queued = scheduler.submit(sentences(2, 20), greedy(), None).unwrap();
     while backend.started.load(Ordering::SeqCst) == 0 {
