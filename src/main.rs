@@ -139,22 +139,28 @@ fn translate(args: TranslateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--json`'s shape: the text, all generated ids, the mean segment score, the segments.
+/// `--json`'s shape: the text, all generated ids, the mean score of the translated segments
+/// (0 when every one was passed through), the segments.
 fn translation_json(done: &tarjama::pipeline::TranslatedText) -> serde_json::Value {
     let token_ids: Vec<u32> = done
         .segments
         .iter()
         .flat_map(|s| s.token_ids.iter().copied())
         .collect();
-    let score = if done.segments.is_empty() {
-        0.0
-    } else {
-        done.segments.iter().map(|s| s.score).sum::<f32>() / done.segments.len() as f32
+    let scores: Vec<f32> = done
+        .segments
+        .iter()
+        .filter(|s| !s.token_ids.is_empty())
+        .map(|s| s.score)
+        .collect();
+    let score = match scores.len() {
+        0 => 0.0,
+        n => scores.iter().sum::<f32>() / n as f32,
     };
     let segments: Vec<_> = done
         .segments
         .iter()
-        .map(|s| serde_json::json!({"source": s.source, "translation": s.translation, "token_ids": s.token_ids, "score": s.score}))
+        .map(|s| serde_json::json!({"source": s.source, "translation": s.translation, "token_ids": s.token_ids, "score": s.score, "detected_language": s.detected_language}))
         .collect();
     serde_json::json!({"translation": done.text, "token_ids": token_ids, "score": score, "segments": segments})
 }

@@ -207,11 +207,22 @@ fn controls_removed() {
 #[test]
 fn whitespace_collapsed_keeping_paragraphs() {
     assert_eq!(
-        norm("  a \t\u{A0} b  \r\n  c\r\n\r\n\r\n\n d \u{2028}e  "),
+        norm("  a \u{A0}b  \r\n  c\r\n\r\n\r\n\n d \u{2028}e  "),
         "a b\nc\n\nd\ne"
     );
     assert_eq!(norm(" \n\t "), "");
     assert_eq!(norm(""), "");
+}
+
+/// A tab or three or more spaces between words (headlines on one line) are kept as they
+/// are; at the edges of a line they go like any whitespace.
+#[test]
+fn headline_runs_are_kept() {
+    assert_eq!(norm("a \t\u{A0} b"), "a \t\u{A0} b");
+    assert_eq!(norm("a   b\tc  d"), "a   b\tc d");
+    assert_eq!(norm("\t a   \n   b\t"), "a\nb");
+    let once = norm("x     y\t\tz");
+    assert_eq!(norm(&once), once);
 }
 
 #[test]
@@ -459,4 +470,136 @@ fn long_sentences_are_tokenised_a_bounded_number_of_times() {
         ratio < 32.0,
         "one word: {ratio:.1} tokenised chars per char"
     );
+}
+
+/// Scraped copy that lost the space after a full stop: a terminator directly followed by an
+/// Arabic letter ends the sentence; numbers and one-letter abbreviations stay whole.
+#[test]
+fn glued_sentences_are_split() {
+    assert_eq!(
+        seg("ارتفع النفط في حال اندلعت الحرب.وارتفعت العقود الآجلة للبرميل.ولامس الخامان القمة"),
+        [
+            "ارتفع النفط في حال اندلعت الحرب.",
+            "وارتفعت العقود الآجلة للبرميل.",
+            "ولامس الخامان القمة"
+        ]
+    );
+    assert_eq!(
+        seg("هل انتهى؟نعم!وماذا بعد"),
+        ["هل انتهى؟", "نعم!", "وماذا بعد"]
+    );
+    // Decimals with a point or a comma, and initials, are not boundaries.
+    assert_eq!(
+        seg("سجل 3.03 دولار و117,74 نقطة"),
+        ["سجل 3.03 دولار و117,74 نقطة"]
+    );
+    assert_eq!(seg("قال د.محمد وأ.د.علي ذلك"), ["قال د.محمد وأ.د.علي ذلك"]);
+    // Latin after a stop is left as it was (`example.com`, `U.S.A`).
+    assert_eq!(
+        seg("زار الموقع example.com اليوم"),
+        ["زار الموقع example.com اليوم"]
+    );
+}
+
+/// Headlines separated by a tab or three or more spaces on one line are separate segments,
+/// never merged (even under a budget that would hold both), and reassembly puts the same run
+/// back between their translations.
+#[test]
+fn headline_runs_separate_segments_and_come_back() {
+    let text = norm("منح 152 رخصة جديدة   ارتفاع أسعار الذهب\tافتتاح معرض الكتاب");
+    let doc = segment(&text, 512, &words);
+    assert_eq!(
+        texts(&doc),
+        [
+            "منح 152 رخصة جديدة",
+            "ارتفاع أسعار الذهب",
+            "افتتاح معرض الكتاب"
+        ]
+    );
+    assert_eq!(doc.paragraphs.len(), 1);
+    let joiners: Vec<&str> = doc.segments.iter().map(|s| s.joiner.as_str()).collect();
+    assert_eq!(joiners, ["   ", "\t", " "]);
+    // Spans still tile the text.
+    let tiled: String = doc
+        .segments
+        .iter()
+        .map(|s| substr(&text, (s.start, s.end)))
+        .collect();
+    assert_eq!(tiled, text);
+    let english = [
+        "152 new licences granted",
+        "Gold prices rise",
+        "Book fair opens",
+    ]
+    .map(String::from);
+    assert_eq!(
+        reassemble(&doc, &english),
+        "152 new licences granted   Gold prices rise\tBook fair opens"
+    );
+    // A budget cut inside one headline never reaches into the next one.
+    let doc = segment(&text, 2, &words);
+    assert!(doc
+        .segments
+        .iter()
+        .all(|s| !s.text.contains('\t') && !s.text.contains("   ")));
+    assert_eq!(doc.segments[0].text, "منح 152");
+    assert_eq!(doc.segments[1].text, "رخصة جديدة");
+}
+
+#[test]
+fn arabic_letters_decide_what_the_model_sees() {
+    assert!(has_arabic_letter("قال G20"));
+    assert!(!has_arabic_letter("The G20 summit opened. 3.5%"));
+    assert!(!has_arabic_letter("١٢٣ ٤٥"));
+    // Diacritics and tatweel alone are not letters.
+    assert!(!has_arabic_letter("\u{64B}\u{640}"));
+}
+
+#[test]
+fn protected_spans_are_found() {
+    let found = |s: &str| -> Vec<String> {
+        find_protected(s)
+            .into_iter()
+            .map(|r| s[r].to_string())
+            .collect()
+    };
+    assert_eq!(
+        found("قالت قمة G20 إن سعر USD118 (للبرميل) ارتفع، وفق Donald Trump."),
+        ["G20", "USD118", "Donald Trump"]
+    );
+    assert_eq!(
+        found("راجع https://example.com/a?b=1. أو اكتب إلى news@example.org و@AlArabiya_Eng #Gaza"),
+        [
+            "https://example.com/a?b=1",
+            "news@example.org",
+            "@AlArabiya_Eng #Gaza"
+        ]
+    );
+    // Digits, Arabic and punctuation alone are translated.
+    assert!(found("ارتفع بنسبة 3.5% في 2026، «وفق» المصدر.").is_empty());
+    // A Latin code glued to an Arabic prefix: only the code.
+    assert_eq!(found("بـUSD118 وبG20"), ["USD118", "G20"]);
+}
+
+#[test]
+fn protected_spans_leave_the_input_and_come_back_where_placed() {
+    let s = "قال G20 إن الطريق https://a.b/c طويل";
+    let p = Protected::new(s, &find_protected(s));
+    assert_eq!(p.masked, "قال إن الطريق طويل");
+    let at: Vec<usize> = p.spans.iter().map(|x| x.words_before).collect();
+    assert_eq!(at, [1, 3]);
+    // "He said the road is long": source word 0 (قال) ↔ "said", word 2 (الطريق) ↔ "road".
+    let place = |w: usize| match w {
+        1 => Some(Place::After(1)),
+        3 => Some(Place::After(3)),
+        _ => None,
+    };
+    assert_eq!(
+        p.restore("He said the road is long", place),
+        "He said G20 the road https://a.b/c is long"
+    );
+    // Nothing aligned: after everything (or before, for a span that opened the sentence).
+    let q = Protected::new("G20 قال ذلك BBC", &find_protected("G20 قال ذلك BBC"));
+    assert_eq!(q.restore("He said so", |_| None), "G20 He said so BBC");
+    assert_eq!(q.restore("", |_| None), "G20 BBC");
 }

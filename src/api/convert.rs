@@ -23,6 +23,7 @@ pub fn segments(segments: &[TranslatedSegment], offset: usize) -> Vec<proto::Seg
             source_end: clamp(s.source_end + offset),
             paragraph: clamp(s.paragraph),
             split: s.split,
+            detected_language: s.detected_language.to_string(),
         })
         .collect()
 }

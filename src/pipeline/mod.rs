@@ -138,6 +138,9 @@ pub struct TranslatedSegment {
     pub source: String,
     pub translation: String,
     pub score: f32,
+    /// `ar` when the model translated the segment; else the language of the text that was
+    /// passed through (`en`, or `und` for numbers and symbols).
+    pub detected_language: &'static str,
     /// Character offsets in the client's text, end exclusive.
     pub source_start: usize,
     pub source_end: usize,

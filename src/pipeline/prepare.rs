@@ -20,10 +20,7 @@ pub(super) struct Prepared {
     original: String,
     normalized: Normalized,
     document: Document,
-    /// Indices of the segments that have text to translate, in order; model input `k` is
-    /// segment `translatable[k]`.
-    translatable: Vec<usize>,
-    /// For each segment, its model input (the inverse of `translatable`).
+    /// For each segment, its model input; `None` when it is passed through untranslated.
     input_of: Vec<Option<usize>>,
     inputs: Vec<Vec<u32>>,
     passthrough: bool,
@@ -53,26 +50,28 @@ impl Prepared {
         };
         let document = text::segment(&normalized.text, limits.max_input_tokens, &count);
         cancel.check()?;
-        let translatable: Vec<usize> = document
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.text.is_empty())
-            .map(|(i, _)| i)
-            .collect();
+        // Sentences without Arabic letters (English prose, numbers, symbols) are passed
+        // through as they are, whatever the request says: the model only sees Arabic.
+        let translatable: Vec<usize> = if passthrough {
+            Vec::new()
+        } else {
+            document
+                .segments
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| text::has_arabic_letter(&s.text))
+                .map(|(i, _)| i)
+                .collect()
+        };
         let mut input_of = vec![None; document.segments.len()];
         for (k, &i) in translatable.iter().enumerate() {
             input_of[i] = Some(k);
         }
-        let inputs = if passthrough {
-            Vec::new()
-        } else {
-            let texts: Vec<&str> = translatable
-                .iter()
-                .map(|&i| document.segments[i].text.as_str())
-                .collect();
-            tokenizer.encode_batch(&texts)?
-        };
+        let texts: Vec<&str> = translatable
+            .iter()
+            .map(|&i| document.segments[i].text.as_str())
+            .collect();
+        let inputs = tokenizer.encode_batch(&texts)?;
         for (k, ids) in inputs.iter().enumerate() {
             limits
                 .check_input(ids)
@@ -85,7 +84,6 @@ impl Prepared {
             original: original.to_string(),
             normalized,
             document,
-            translatable,
             input_of,
             inputs,
             passthrough,
@@ -101,20 +99,24 @@ impl Prepared {
     /// generates up to `max_new_tokens` tokens of up to `token_bytes` bytes each.
     pub(super) fn response_bytes(&self, max_new_tokens: usize, token_bytes: usize) -> usize {
         let generated = max_new_tokens.saturating_mul(token_bytes);
-        self.translatable
-            .iter()
-            .map(|&i| {
+        (0..self.document.segments.len())
+            .map(|i| {
                 let source = self.document.segments[i].text.len();
-                // The segment's translation, and the same again in the joined text.
+                // The segment's translation (its source when passed through), and the same
+                // again in the joined text.
+                let translation = match self.input_of[i] {
+                    Some(_) => generated,
+                    None => source,
+                };
                 source
-                    .saturating_add(generated.saturating_mul(2))
+                    .saturating_add(translation.saturating_mul(2))
                     .saturating_add(SEGMENT_OVERHEAD_BYTES)
             })
             .fold(self.original.len(), usize::saturating_add)
     }
 
     pub(super) fn needs_translation(&self) -> bool {
-        !self.passthrough && !self.inputs.is_empty()
+        !self.inputs.is_empty()
     }
 
     pub(super) fn model_inputs_len(&self) -> usize {
@@ -136,19 +138,26 @@ impl Prepared {
     fn segment(&self, index: usize, out: Option<&SentenceOutput>) -> TranslatedSegment {
         let s = &self.document.segments[index];
         let (source_start, source_end) = self.normalized.segment_span(s);
-        let (translation, score, token_ids) = match out {
+        let (translation, score, token_ids, language) = match out {
             Some(o) => (
                 o.generation.text.clone(),
                 o.generation.score,
                 o.generation.ids.clone(),
+                "ar",
             ),
             // Passed through untranslated.
-            None => (s.text.clone(), 0.0, Vec::new()),
+            None => (
+                s.text.clone(),
+                0.0,
+                Vec::new(),
+                text::detect_language(&s.text).code(),
+            ),
         };
         TranslatedSegment {
             source: s.text.clone(),
             translation,
             score,
+            detected_language: language,
             source_start,
             source_end,
             paragraph: s.paragraph,
@@ -173,36 +182,26 @@ impl Prepared {
         let mut translations = Vec::with_capacity(paragraph.segments.len());
         let mut segments = Vec::with_capacity(paragraph.segments.len());
         for seg in paragraph.segments.clone() {
-            let Some(k) = self.input_of[seg] else {
-                translations.push(String::new());
-                continue;
-            };
-            let out = if self.passthrough {
-                None
-            } else {
-                Some(outputs.get(k)?.as_ref()?)
+            let out = match self.input_of[seg] {
+                Some(k) => Some(outputs.get(k)?.as_ref()?),
+                None => None,
             };
             let translated = self.segment(seg, out);
             translations.push(translated.translation.clone());
             segments.push(translated);
         }
-        let local = text::Paragraph {
-            index,
-            segments: 0..translations.len(),
-        };
+        let sources = &self.document.segments[paragraph.segments.clone()];
         Some(TranslatedParagraph {
             index,
-            text: text::reassemble_paragraph(&local, &translations),
+            text: text::reassemble_paragraph(sources, &translations),
             segments,
         })
     }
 
     /// English text (or text with nothing to translate) goes back as it came.
     pub(super) fn passthrough(&self, started: Instant) -> TranslatedText {
-        let segments = self
-            .translatable
-            .iter()
-            .map(|&i| self.segment(i, None))
+        let segments = (0..self.document.segments.len())
+            .map(|i| self.segment(i, None))
             .collect();
         TranslatedText {
             text: self.original.trim().to_string(),
@@ -218,12 +217,10 @@ impl Prepared {
 
     /// `outputs` are in the order of `model_inputs()`.
     pub(super) fn assemble(&self, outputs: &[SentenceOutput], started: Instant) -> TranslatedText {
-        let mut translations = vec![String::new(); self.document.segments.len()];
-        let mut segments = Vec::with_capacity(outputs.len());
-        for (&index, out) in self.translatable.iter().zip(outputs) {
-            translations[index] = out.generation.text.clone();
-            segments.push(self.segment(index, Some(out)));
-        }
+        let segments: Vec<TranslatedSegment> = (0..self.document.segments.len())
+            .map(|i| self.segment(i, self.input_of[i].and_then(|k| outputs.get(k))))
+            .collect();
+        let translations: Vec<String> = segments.iter().map(|s| s.translation.clone()).collect();
         let (queue_time, inference_time) = timings(outputs);
         TranslatedText {
             text: text::reassemble(&self.document, &translations),

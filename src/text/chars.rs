@@ -95,18 +95,22 @@ fn digit(d: u32) -> char {
     char::from_digit(d, 10).unwrap_or('0')
 }
 
-/// Letters of the Arabic script (blocks Arabic, Supplement, Extended-A and
-/// the presentation forms), diacritics excluded.
-pub fn is_arabic_letter(c: char) -> bool {
-    let in_block = matches!(
+/// Any char of the Arabic blocks (Arabic, Supplement, Extended-A, presentation forms):
+/// letters, marks, tatweel, digits and punctuation.
+pub fn is_arabic_block(c: char) -> bool {
+    matches!(
         c,
         '\u{0600}'..='\u{06FF}'
             | '\u{0750}'..='\u{077F}'
             | '\u{08A0}'..='\u{08FF}'
             | '\u{FB50}'..='\u{FDFF}'
             | '\u{FE70}'..='\u{FEFF}'
-    );
-    in_block && c.is_alphabetic() && !is_diacritic(c) && c != TATWEEL
+    )
+}
+
+/// Letters of the Arabic script, diacritics and tatweel excluded.
+pub fn is_arabic_letter(c: char) -> bool {
+    is_arabic_block(c) && c.is_alphabetic() && !is_diacritic(c) && c != TATWEEL
 }
 
 /// Latin letters: ASCII, Latin-1 Supplement, Extended-A/B, Extended Additional.

@@ -104,6 +104,11 @@ pub fn detect_script(text: &str) -> Script {
     }
 }
 
+/// Whether `text` holds at least one Arabic letter: only such text goes to the model.
+pub fn has_arabic_letter(text: &str) -> bool {
+    text.chars().any(is_arabic_letter)
+}
+
 pub fn detect_language(text: &str) -> DetectedLanguage {
     let n = LetterCounts::of(text);
     let total = n.total();

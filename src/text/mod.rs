@@ -22,11 +22,15 @@
 mod chars;
 mod language;
 mod normalize;
+mod protect;
 mod segment;
 mod sentence;
 
-pub use language::{detect_language, detect_script, DetectedLanguage, LetterCounts, Script};
+pub use language::{
+    detect_language, detect_script, has_arabic_letter, DetectedLanguage, LetterCounts, Script,
+};
 pub use normalize::{normalize, NormalizeOptions, Normalized, BOILERPLATE};
+pub use protect::{find_protected, Place, Protected, ProtectedSpan};
 pub use segment::{
     reassemble, reassemble_paragraph, segment, Document, Paragraph, Segment, SplitKind,
 };

@@ -8,9 +8,11 @@
 //!    and the opus-mt SentencePiece model applies its own NFKC anyway;
 //! 3. tatweel removed, Persian/Urdu letters and Eastern digits mapped
 //!    ([`chars::map_letter`]), diacritics removed only if asked;
-//! 4. whitespace: runs of horizontal space → one space; spaces around line
-//!    breaks dropped; one break → `\n`, two or more → `\n\n`; `\r\n` is one
-//!    break; leading/trailing whitespace removed;
+//! 4. whitespace: runs of horizontal space → one space, except a *headline
+//!    run* (a tab, or three or more spaces, between words of one line: how
+//!    scraped front pages and tickers separate headlines), which is kept as it
+//!    is; spaces around line breaks dropped; one break → `\n`, two or more →
+//!    `\n\n`; `\r\n` is one break; leading/trailing whitespace removed;
 //! 5. if asked, trailing boilerplate lines dropped ([`BOILERPLATE`]).
 //!
 //! The result is idempotent: normalising normalised text changes nothing.
@@ -137,25 +139,26 @@ fn push_mapped(c: char, at: usize, opts: &NormalizeOptions, out: &mut Vec<(char,
     out.push((chars::map_letter(c), at));
 }
 
-/// Step 4. A whitespace run becomes nothing (at the edges), `\n`, `\n\n` or
-/// one space; each emitted char maps to the whitespace char it stands for.
+/// Step 4. A whitespace run becomes nothing (at the edges), `\n`, `\n\n`, one
+/// space, or itself (a headline run); each emitted char maps to the whitespace
+/// char it stands for.
 fn collapse_whitespace(input: &[(char, usize)]) -> Vec<(char, usize)> {
     let mut out = Vec::with_capacity(input.len());
-    let mut run: Option<usize> = None; // offset of the run's first char
-    let mut breaks: Vec<usize> = Vec::new(); // offsets of its first two breaks
+    let mut run: Vec<(char, usize)> = Vec::new();
+    let mut breaks: Vec<usize> = Vec::new(); // offsets of the run's first two breaks
     let mut prev = '\0';
     for &(c, at) in input {
         if c.is_whitespace() {
-            run.get_or_insert(at);
+            run.push((c, at));
             let crlf = c == '\n' && prev == '\r';
             if chars::is_line_break(c) && !crlf && breaks.len() < 2 {
                 breaks.push(at);
             }
         } else {
-            if let (Some(first), false) = (run, out.is_empty()) {
-                emit_separator(first, &breaks, &mut out);
+            if !run.is_empty() && !out.is_empty() {
+                emit_separator(&run, &breaks, &mut out);
             }
-            run = None;
+            run.clear();
             breaks.clear();
             out.push((c, at));
         }
@@ -164,13 +167,22 @@ fn collapse_whitespace(input: &[(char, usize)]) -> Vec<(char, usize)> {
     out
 }
 
-fn emit_separator(first: usize, breaks: &[usize], out: &mut Vec<(char, usize)>) {
-    if breaks.is_empty() {
-        out.push((' ', first));
+fn emit_separator(run: &[(char, usize)], breaks: &[usize], out: &mut Vec<(char, usize)>) {
+    let run_chars: Vec<char> = run.iter().map(|&(c, _)| c).collect();
+    if breaks.is_empty() && is_headline_run(&run_chars) {
+        out.extend_from_slice(run);
+    } else if breaks.is_empty() {
+        out.push((' ', run[0].1));
     }
     for &b in breaks {
         out.push(('\n', b));
     }
+}
+
+/// Horizontal whitespace that separates headlines on one line: a tab, or three or more
+/// whitespace chars. Segmentation cuts there and reassembly puts the run back.
+pub(crate) fn is_headline_run(run: &[char]) -> bool {
+    !run.iter().any(|&c| chars::is_line_break(c)) && (run.contains(&'\t') || run.len() >= 3)
 }
 
 /// Step 5: drops trailing lines that are boilerplate markers, repeatedly,

@@ -7,6 +7,10 @@
 //!   paragraphs of news text are each their own line). Blank lines only
 //!   separate. Other line-break chars are ordinary whitespace here
 //!   (normalisation has already turned them into `\n`).
+//! - **Headline runs**: inside a line, a tab or a run of three or more
+//!   spaces (kept by normalisation) separates units that are never joined into
+//!   one sentence; reassembly puts the same run back between their
+//!   translations ([`Segment::joiner`]).
 //! - **Sentences**: see [`super::sentence`].
 //! - **Budget**: a sentence whose trimmed text counts more than `max_tokens`
 //!   is cut after `،` `؛` `,` `;` (clauses packed greedily); a piece still
@@ -22,6 +26,7 @@
 //!   non-whitespace char gives an empty document (nothing to tile).
 
 use super::chars::ZWJ;
+use super::normalize::is_headline_run;
 use super::sentence::sentences;
 use std::ops::Range;
 use unicode_segmentation::UnicodeSegmentation;
@@ -52,6 +57,9 @@ pub struct Segment {
     /// The span trimmed: what is sent for translation (never empty).
     pub text: String,
     pub split: SplitKind,
+    /// What joins this segment's translation to the next one of its paragraph: one space,
+    /// or the headline run that separated them in the text.
+    pub joiner: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +94,35 @@ pub fn segment(text: &str, max_tokens: usize, count_tokens: &dyn Fn(&str) -> usi
     };
     let mut pieces = Vec::new();
     for (paragraph, line) in content_lines(&chars).into_iter().enumerate() {
-        for sentence in sentences(&chars, line) {
-            budget.split(sentence, paragraph, &mut pieces);
+        for unit in headline_units(&chars, line) {
+            for sentence in sentences(&chars, unit) {
+                budget.split(sentence, paragraph, &mut pieces);
+            }
         }
     }
     build_document(&chars, pieces)
+}
+
+/// The trimmed parts of a trimmed `line` between its headline runs.
+fn headline_units(chars: &[char], line: Range<usize>) -> Vec<Range<usize>> {
+    let mut units = Vec::new();
+    let (mut start, mut i) = (line.start, line.start);
+    while i < line.end {
+        if !chars[i].is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let run_start = i;
+        while i < line.end && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if is_headline_run(&chars[run_start..i]) {
+            units.push(start..run_start);
+            start = i;
+        }
+    }
+    units.push(start..line.end);
+    units
 }
 
 /// Trimmed char ranges of the lines that hold non-whitespace.
@@ -127,12 +159,18 @@ fn build_document(chars: &[char], pieces: Vec<Piece>) -> Document {
     for (i, p) in pieces.iter().enumerate() {
         let start = if i == 0 { 0 } else { p.range.start };
         let end = pieces.get(i + 1).map_or(chars.len(), |n| n.range.start);
+        let gap = &chars[p.range.end..end];
         doc.segments.push(Segment {
             paragraph: p.paragraph,
             start,
             end,
             text: chars[p.range.clone()].iter().collect(),
             split: p.split,
+            joiner: if is_headline_run(gap) {
+                gap.iter().collect()
+            } else {
+                " ".into()
+            },
         });
         match doc.paragraphs.last_mut() {
             Some(last) if last.index == p.paragraph => last.segments.end = i + 1,
@@ -384,27 +422,39 @@ fn is_clause_cut(chars: &[char], i: usize) -> bool {
 }
 
 /// Joins translations back into an English body: the segments of a
-/// paragraph joined by one space, paragraphs by one blank line.
+/// paragraph joined by their joiners (one space, or the headline run that
+/// separated them), paragraphs by one blank line.
 /// `translations[i]` belongs to `doc.segments[i]`; missing or blank entries
 /// are skipped, and a paragraph left empty is left out.
 pub fn reassemble(doc: &Document, translations: &[String]) -> String {
     let paragraphs: Vec<String> = doc
         .paragraphs
         .iter()
-        .map(|p| reassemble_paragraph(p, translations))
+        .map(|p| {
+            let end = p.segments.end.min(translations.len());
+            let start = p.segments.start.min(end);
+            reassemble_paragraph(&doc.segments[p.segments.clone()], &translations[start..end])
+        })
         .filter(|p| !p.is_empty())
         .collect();
     paragraphs.join("\n\n")
 }
 
-/// One paragraph of [`reassemble`]: its sentences' translations joined by one space.
-pub fn reassemble_paragraph(paragraph: &Paragraph, translations: &[String]) -> String {
-    let parts: Vec<&str> = paragraph
-        .segments
-        .clone()
-        .filter_map(|i| translations.get(i))
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-        .collect();
-    parts.join(" ")
+/// One paragraph of [`reassemble`]: the translations of its `segments` (in order) joined by
+/// their [`Segment::joiner`]s; empty ones are left out.
+pub fn reassemble_paragraph(segments: &[Segment], translations: &[String]) -> String {
+    let mut out = String::new();
+    let mut joiner = "";
+    for (segment, t) in segments.iter().zip(translations) {
+        let t = t.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(joiner);
+        }
+        out.push_str(t);
+        joiner = &segment.joiner;
+    }
+    out
 }

@@ -3,16 +3,19 @@
 //! A sentence ends after a run of terminators (`.` `!` `?` `؟` `…`), then any
 //! closing quotes/brackets (`»` `"` `”` `’` `'` `›` `)` `]`), then — only if
 //! a quote closed — one `،` `,` `.` or `؛`; and only if what follows is
-//! whitespace or the end of the line. Hence no split inside numbers (`3.5`,
-//! `20:35`, `1,000`), and `«…!».` stays whole. No split either after:
+//! whitespace, the end of the line, or an Arabic letter (scraped copy often
+//! loses the space after a full stop: `… الحرب.وارتفعت …`). Hence no split
+//! inside numbers (`3.5`, `20:35`, `1,000`, `117,74`), and `«…!».` stays
+//! whole. No split either after:
 //! - a lone `.` ending a word made of single letters joined by dots: `U.S.`,
 //!   `e.g.`, `J.`, and the Arabic one-letter abbreviations `د.` `أ.` `م.`
-//!   `ص.` `ق.م.` (so a sentence ending in `… 2016 م.` is not split: rare,
-//!   and a missed split only makes a longer segment);
+//!   `ص.` `ق.م.`, also behind a joined one-letter word (`وأ.د.`) (so a
+//!   sentence ending in `… 2016 م.` is not split: rare, and a missed split
+//!   only makes a longer segment);
 //! - a lone `.` after a listed English abbreviation ([`ABBREVIATIONS`]);
 //! - a list number at the start of the line (`1.`).
 
-use super::chars::{is_closing, is_opening, is_terminator};
+use super::chars::{is_arabic_letter, is_closing, is_opening, is_terminator};
 use std::ops::Range;
 
 /// English abbreviations (before their dot) that do not end a sentence.
@@ -34,7 +37,7 @@ pub fn sentences(chars: &[char], line: Range<usize>) -> Vec<Range<usize>> {
             continue;
         }
         let end = sentence_end(chars, i, line.end);
-        let at_gap = end == line.end || chars[end].is_whitespace();
+        let at_gap = end == line.end || chars[end].is_whitespace() || is_arabic_letter(chars[end]);
         if at_gap && !is_abbreviation(chars, line.start, i, end) {
             out.push(start..end);
             start = end;
@@ -85,10 +88,18 @@ fn is_abbreviation(chars: &[char], line_start: usize, dot: usize, end: usize) ->
     list_number || is_initials(&word) || ABBREVIATIONS.contains(&word.as_str())
 }
 
-/// Single letters joined by dots: `U.S`, `e.g`, `J`, `د`, `ق.م`.
+/// Single letters joined by dots: `U.S`, `e.g`, `J`, `د`, `ق.م`; the first may carry a
+/// one-letter Arabic prefix (`وأ.د` "and Prof. Dr.", `ود`).
 fn is_initials(word: &str) -> bool {
-    word.split('.').all(|part| {
-        let mut cs = part.chars();
-        matches!((cs.next(), cs.next()), (Some(c), None) if c.is_alphabetic())
+    word.split('.').enumerate().all(|(i, part)| {
+        let cs: Vec<char> = part.chars().collect();
+        match cs[..] {
+            [c] => c.is_alphabetic(),
+            [p, c] => i == 0 && ARABIC_PREFIXES.contains(&p) && c.is_alphabetic(),
+            _ => false,
+        }
     })
 }
+
+/// One-letter words written joined to the next: and, so, with, for, like.
+const ARABIC_PREFIXES: &[char] = &['و', 'ف', 'ب', 'ل', 'ك'];
