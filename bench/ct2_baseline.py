@@ -90,13 +90,13 @@ def run(translator, tokens, workload):
                for n in workload["source_lengths"]]
     for mode in workload["modes"]:
         batch, beams = mode["batch"], mode["beam"]
-        started, useful = time.perf_counter(), 0
+        started, cpu, useful = time.perf_counter(), time.process_time(), 0
         for i in range(0, len(sources), batch):
             n = max(targets[i:i + batch])
             translator.translate_batch(sources[i:i + batch], beam_size=beams, max_batch_size=batch,
                                        max_decoding_length=n, min_decoding_length=n)
             useful += sum(targets[i:i + batch])
-        yield mode["name"], useful / (time.perf_counter() - started)
+        yield mode["name"], useful / (time.perf_counter() - started), time.process_time() - cpu
 
 
 def main():
@@ -107,9 +107,12 @@ def main():
     ap.add_argument("--workload", default=os.path.join(HERE, "workload.json"))
     ap.add_argument("--compute-types", default="float32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", help="only these modes (comma-separated), as `tarjama bench --modes`")
     a = ap.parse_args()
     cfg = json.load(open(a.config or os.path.join(HERE, f"{a.shape}.config.json")))
     workload = json.load(open(a.workload))
+    if a.modes:
+        workload["modes"] = [m for m in workload["modes"] if m["name"] in a.modes.split(",")]
     with tempfile.TemporaryDirectory() as out:
         spec, tokens = build_spec(cfg)
         spec.validate()
@@ -118,8 +121,8 @@ def main():
         for compute_type in a.compute_types.split(","):
             translator = ctranslate2.Translator(out, device="cpu", intra_threads=a.threads,
                                                 inter_threads=1, compute_type=compute_type)
-            for mode, rate in run(translator, tokens, workload):
-                print(f"ct2-{compute_type} {mode} {rate:.1f} tok/s", flush=True)
+            for mode, rate, cpu in run(translator, tokens, workload):
+                print(f"ct2-{compute_type} {mode} {rate:.1f} tok/s ({cpu:.2f} s CPU)", flush=True)
     # Peak resident set of this process (all compute types run), as `tarjama bench` prints it.
     print(f"peak-rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -74,7 +74,12 @@ fn auth(req: &Fetch<'_>, builder: reqwest::RequestBuilder) -> reqwest::RequestBu
     }
 }
 
-/// HEAD without following redirects: the hub's own headers carry the LFS sha256 and size.
+/// Most redirects within the hub itself (renamed repositories, its resolve cache) followed
+/// while probing a file.
+const MAX_HUB_REDIRECTS: usize = 5;
+
+/// HEAD without following redirects to the CDN: the hub's own headers carry the LFS sha256
+/// and size. Relative redirects stay on the hub and are followed, as huggingface_hub does.
 async fn probe(
     req: &Fetch<'_>,
     http: &reqwest::Client,
@@ -82,28 +87,41 @@ async fn probe(
     file: &str,
 ) -> Result<Remote, HubError> {
     let url = format!("{}/{}/resolve/{sha}/{file}", req.endpoint, req.repo);
-    let url = reqwest::Url::parse(&url).map_err(|e| req.fail(format!("bad URL {url}: {e}")))?;
-    let resp = auth(req, http.head(url.clone()))
-        .send()
-        .await
-        .map_err(|e| req.unreachable(e.to_string()))?;
-    let status = resp.status();
-    if !(status.is_success() || status.is_redirection()) {
-        return Err(req.fail(format!("HEAD {file}: HTTP {status}")));
-    }
-    let headers = resp.headers();
-    let text = |name: &str| header(headers, name);
-    let size = text("x-linked-size")
-        .or_else(|| text(CONTENT_LENGTH.as_str()))
-        .and_then(|s| s.parse().ok());
-    let sha256 = text("x-linked-etag").filter(|e| e.len() == 64 && is_hex(e));
-    let url = match text(LOCATION.as_str()).filter(|_| status.is_redirection()) {
-        Some(to) => url
+    let mut url = reqwest::Url::parse(&url).map_err(|e| req.fail(format!("bad URL {url}: {e}")))?;
+    let (mut size, mut sha256) = (None, None);
+    for _ in 0..=MAX_HUB_REDIRECTS {
+        let resp = auth(req, http.head(url.clone()))
+            .send()
+            .await
+            .map_err(|e| req.unreachable(e.to_string()))?;
+        let status = resp.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return Err(req.fail(format!("HEAD {file}: HTTP {status}")));
+        }
+        let text = |name: &str| header(resp.headers(), name);
+        size = size.or_else(|| text("x-linked-size").and_then(|s| s.parse().ok()));
+        sha256 = sha256.or_else(|| text("x-linked-etag").filter(|e| e.len() == 64 && is_hex(e)));
+        let Some(to) = text(LOCATION.as_str()).filter(|_| status.is_redirection()) else {
+            // A redirect's Content-Length is its own body's, not the file's.
+            let size = size.or_else(|| text(CONTENT_LENGTH.as_str()).and_then(|s| s.parse().ok()));
+            return Ok(Remote { url, size, sha256 });
+        };
+        let next = url
             .join(&to)
-            .map_err(|e| req.fail(format!("bad redirect {to}: {e}")))?,
-        None => url,
-    };
-    Ok(Remote { url, size, sha256 })
+            .map_err(|e| req.fail(format!("bad redirect {to}: {e}")))?;
+        if reqwest::Url::parse(&to).is_ok() {
+            // Absolute: the CDN, where the bytes are.
+            return Ok(Remote {
+                url: next,
+                size,
+                sha256,
+            });
+        }
+        url = next;
+    }
+    Err(req.fail(format!(
+        "HEAD {file}: more than {MAX_HUB_REDIRECTS} redirects"
+    )))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
