@@ -75,15 +75,22 @@ pub struct CatalogEntry {
     pub hub_id: String,
     /// What is fetched: a commit sha, or a branch/ref when no sha is known.
     pub revision: String,
-    /// The commit (or prefix) `revision` resolved to when catalogued.
+    /// The commit (or prefix) `revision` resolved to when catalogued; `None` when it could
+    /// not be known from here (then only the log and ListModels say which was loaded).
+    #[serde(default)]
     pub commit: Option<String>,
+    /// Why this revision, or why its commit is unknown.
+    #[serde(default)]
     pub revision_note: Option<String>,
     pub task: CatalogTask,
-    /// config.json's `model_type`.
+    /// config.json's `model_type`: a folder of another family is refused.
     pub family: String,
+    /// As the hub's model card gives it (SPDX-like: `apache-2.0`, `cc-by-4.0`, `mit`).
     pub license: String,
     pub parameters: u64,
+    /// Size of the weights file fetched, in MB (10^6 bytes).
     pub download_mb: u64,
+    #[serde(default)]
     pub download_note: Option<String>,
     /// The model `serve` uses for its task when none is given.
     #[serde(default)]

@@ -6,25 +6,17 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::engine::{ids, reference, TC_BIG};
+use common::engine::{ids, reference, BART, SEED_ARTICLE, TC_BIG};
 use common::server::{serve_args, start, start_with};
 use common::standin_hub::StandinHub;
 use tarjama::hub::{HubError, HubOptions};
 use tarjama::loader::{self, LoadError};
 use tarjama::model::{generate, Device, Seq2SeqModel};
-use tarjama::proto::{ListModelsRequest, ProcessArticleRequest, TranslationOptions};
+use tarjama::proto::{ProcessArticleRequest, TranslationOptions};
 use tarjama::tokenizer::Tokenizer;
 
 const NAME: &str = "opus-mt-tc-big-ar-en";
 const HUB_ID: &str = "Helsinki-NLP/opus-mt-tc-big-ar-en";
-const BART: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/tiny-bart-summarizer"
-);
-const SEED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/seed-article-ar.txt"
-);
 
 /// Copies the files of `from` into `to`, except `skip`.
 fn copy_files(from: &str, to: &Path, skip: &[&str]) {
@@ -82,12 +74,7 @@ async fn tc_big_by_catalog_name_serves_translate_articles_and_list_models() {
     .await;
     let mut client = server.client().await;
 
-    let listed = client
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let listed = common::server::list_models(&server).await;
     let m = &listed[0];
     assert_eq!(m.id, folder.display().to_string());
     assert_eq!(
@@ -137,7 +124,7 @@ async fn tc_big_by_catalog_name_serves_translate_articles_and_list_models() {
     let article = client
         .process_article(ProcessArticleRequest {
             id: "seed".into(),
-            body: std::fs::read_to_string(SEED).unwrap(),
+            body: std::fs::read_to_string(SEED_ARTICLE).unwrap(),
             source_language: "ar".into(),
             options: options(1, 0.0),
             title_from_first_line: true,
@@ -234,6 +221,14 @@ fn catalogued_sha() -> String {
     format!("{commit}{}", "0".repeat(40 - commit.len()))
 }
 
+/// A stand-in hub serving [`tc_big_repo`] as main at the catalogued commit.
+fn tc_big_hub() -> (tempfile::TempDir, String, StandinHub) {
+    let repo = tc_big_repo();
+    let sha = catalogued_sha();
+    let hub = StandinHub::start(vec![(HUB_ID, "main", sha.as_str(), repo.path())]);
+    (repo, sha, hub)
+}
+
 fn hub_options(hub: &StandinHub, cache: &Path) -> HubOptions {
     HubOptions {
         cache_dir: Some(cache.to_path_buf()),
@@ -252,9 +247,7 @@ fn assert_same_file(a: &Path, b: &Path) {
 
 #[test]
 fn fetch_downloads_into_the_models_folder_and_the_name_then_resolves_there() {
-    let repo = tc_big_repo();
-    let sha = catalogued_sha();
-    let hub = StandinHub::start(vec![(HUB_ID, "main", sha.as_str(), repo.path())]);
+    let (repo, sha, hub) = tc_big_hub();
     let (models, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let fetched =
         loader::fetch_catalog_model(NAME, models.path(), &hub_options(&hub, cache.path())).unwrap();
@@ -323,9 +316,7 @@ fn with_partial_weights(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn an_interrupted_download_resumes_from_its_partial_file() {
-    let repo = tc_big_repo();
-    let sha = catalogued_sha();
-    let hub = StandinHub::start(vec![(HUB_ID, "main", sha.as_str(), repo.path())]);
+    let (repo, _sha, hub) = tc_big_hub();
     let weights = std::fs::read(repo.path().join("pytorch_model.bin")).unwrap();
     let half = weights.len() / 2;
     let (models, part) = with_partial_weights(&weights[..half]);
@@ -348,9 +339,7 @@ fn an_interrupted_download_resumes_from_its_partial_file() {
 
 #[test]
 fn a_file_that_does_not_match_the_hubs_checksum_is_refused_then_fetched_again() {
-    let repo = tc_big_repo();
-    let sha = catalogued_sha();
-    let hub = StandinHub::start(vec![(HUB_ID, "main", sha.as_str(), repo.path())]);
+    let (repo, _sha, hub) = tc_big_hub();
     let weights = std::fs::read(repo.path().join("pytorch_model.bin")).unwrap();
     // A partial file whose bytes are not the file's: completing it gives the right size
     // but the wrong sha256.
@@ -389,9 +378,7 @@ fn fetch_refuses_a_revision_that_moved_from_the_catalogued_commit() {
 
 #[test]
 fn models_fetch_and_list_on_the_command_line() {
-    let repo = tc_big_repo();
-    let sha = catalogued_sha();
-    let hub = StandinHub::start(vec![(HUB_ID, "main", sha.as_str(), repo.path())]);
+    let (_repo, sha, hub) = tc_big_hub();
     let models = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {

@@ -27,6 +27,10 @@ pub const CONDITIONED_BART: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/conditioned/tiny-bart-summarizer"
 );
+pub const SEED_ARTICLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/seed-article-ar.txt"
+);
 pub const OPUS_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/opus-mt-ar-en.config.json"
