@@ -127,10 +127,15 @@ impl Catalog {
 
     /// The entry named `name`, or an error listing the known names.
     pub fn lookup(&self, name: &str) -> Result<&CatalogEntry, CatalogError> {
-        self.get(name).ok_or_else(|| CatalogError::Unknown {
+        self.get(name).ok_or_else(|| self.unknown(name))
+    }
+
+    /// The error for a name not in the catalog: it lists the known names.
+    pub fn unknown(&self, name: &str) -> CatalogError {
+        CatalogError::Unknown {
             name: name.to_string(),
             known: self.names().join(", "),
-        })
+        }
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -138,12 +143,12 @@ impl Catalog {
     }
 }
 
-/// `spec` read as a catalog name: a bare word that is not an existing path (folders and
-/// `owner/name` hub ids contain a `/`, or exist).
+/// `spec` read as a catalog name: a bare word (hub ids contain a `/`; a folder named like a
+/// catalog model is given as `./NAME`).
 pub fn as_catalog_name(spec: &str) -> Option<&str> {
     let s = spec.trim();
     let bare = !s.is_empty() && !s.contains(['/', '@', '\\']) && s != "." && s != "..";
-    (bare && !Path::new(s).exists()).then_some(s)
+    bare.then_some(s)
 }
 
 impl CatalogEntry {
@@ -163,6 +168,7 @@ impl CatalogEntry {
     fn required_files(&self) -> &'static [&'static str] {
         match self.family.as_str() {
             "marian" => &["config.json", "source.spm", "target.spm", "vocab.json"],
+            // BART; tokenizer.json alone would also do, but the hub repositories have these.
             _ => &["config.json", "vocab.json", "merges.txt"],
         }
     }
@@ -310,7 +316,7 @@ mod tests {
     #[test]
     fn names_are_bare_words_only() {
         assert_eq!(as_catalog_name("opus-mt-ar-en"), Some("opus-mt-ar-en"));
-        for s in ["owner/name", "./x", "/tmp", "a@b", "", "."] {
+        for s in ["owner/name", "./opus-mt-ar-en", "/tmp", "a@b", "", "."] {
             assert_eq!(as_catalog_name(s), None, "{s}");
         }
     }

@@ -68,9 +68,15 @@ pub struct ChosenModel {
 pub fn resolve_model(spec: &str, hub_args: &HubArgs) -> Result<ChosenModel, LoadError> {
     let catalog = Catalog::builtin()?;
     let opts = hub_options(hub_args, true);
+    // A catalog name wins over a folder of that name in the working directory (`./NAME`);
+    // a bare word that is neither is an unknown name.
     if let Some(name) = catalog::as_catalog_name(spec) {
-        let entry = catalog.lookup(name)?.clone();
-        return resolve_entry(entry, &hub_args.models_dir, &opts);
+        if let Some(entry) = catalog.get(name) {
+            return resolve_entry(entry.clone(), &hub_args.models_dir, &opts);
+        }
+        if !Path::new(name).exists() {
+            return Err(catalog.unknown(name).into());
+        }
     }
     let source: ModelSource = spec.parse()?;
     let resolved = hub::resolve(&source, &opts)?;

@@ -418,3 +418,26 @@ fn models_fetch_and_list_on_the_command_line() {
         "{after}"
     );
 }
+
+#[test]
+fn a_bare_word_is_a_catalog_name_first_then_an_existing_folder() {
+    let empty = tempfile::tempdir().unwrap();
+    let hub_args = tarjama::config::HubArgs {
+        cache_dir: Some(empty.path().to_path_buf()),
+        offline: true,
+        models_dir: empty.path().to_path_buf(),
+    };
+    // `tests` (the working directory's folder) is no catalog name: read as a folder, which
+    // is no model.
+    let err = loader::resolve_model("tests", &hub_args).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Hub(HubError::LocalFolder { .. })),
+        "{err}"
+    );
+    // A catalog name absent from --models-dir goes to the hub (here: offline, not cached).
+    let err = loader::resolve_model(NAME, &hub_args).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Hub(HubError::NotCached { ref repo, .. }) if repo == HUB_ID),
+        "{err}"
+    );
+}
