@@ -4,7 +4,9 @@
 #   docker run --rm -p 50051:50051 -p 9090:9090 -v tarjama-models:/models tarjama:0.1.0
 #
 # The first start downloads the pinned models (~1.5 GB) into the /models volume
-# (HF_HOME); later starts, with the same volume, load them from there. Health:
+# (HF_HOME); later starts, with the same volume, load them from there. Catalog models
+# copied or fetched into /models/NAME/ (TARJAMA_MODELS_DIR; `tarjama models fetch NAME
+# --dir /models`) are loaded from there without the hub. Health:
 # grpc.health.v1.Health on port 50051 (NOT_SERVING until the models are loaded). There is
 # no HEALTHCHECK: Kubernetes >= 1.24 probes gRPC natively (deploy/kubernetes), so the image
 # carries no grpc_health_probe binary. `docker stop -t 180` gives calls in flight time to
@@ -29,8 +31,11 @@ RUN mkdir -p src benches \
 # The crate itself. touch: COPY keeps the files' times, which may be older than the stub
 # build, and cargo would then keep the stub binary.
 COPY src ./src
-# The benchmark's configuration, workload and text are built into the binary.
-COPY bench/opus-mt-ar-en.config.json bench/workload.json bench/en-news.txt ./bench/
+# The benchmark configurations, workload and text, and the model catalog, are built into
+# the binary.
+COPY bench/opus-mt-ar-en.config.json bench/opus-mt-tc-big-ar-en.config.json bench/workload.json \
+    bench/en-news.txt ./bench/
+COPY models/catalog.toml ./models/
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin tarjama \
     && strip target/release/tarjama
@@ -52,9 +57,11 @@ RUN groupadd --system --gid 10001 tarjama \
 
 COPY --from=builder /src/target/release/tarjama /usr/local/bin/tarjama
 
-# HF_HOME: the Hugging Face cache lives under /models/hub. Listen on all interfaces in
-# the container; metrics on a separate plain-HTTP port.
+# HF_HOME: the Hugging Face cache lives under /models/hub; catalog model folders under
+# /models/NAME/. Listen on all interfaces in the container; metrics on a separate
+# plain-HTTP port.
 ENV HF_HOME=/models \
+    TARJAMA_MODELS_DIR=/models \
     TARJAMA_LISTEN=0.0.0.0:50051 \
     TARJAMA_METRICS_ADDR=0.0.0.0:9090 \
     TARJAMA_HEALTH_ADDR=0.0.0.0:50052

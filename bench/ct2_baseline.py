@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """CTranslate2 on the same bench as `tarjama bench`, for a same-run, same-machine ratio.
 
-Builds a CTranslate2 model with the shapes of bench/opus-mt-ar-en.config.json and random
-weights directly through CTranslate2's model spec (no PyTorch or transformers needed), then
+Builds a CTranslate2 model with the shapes of bench/SHAPE.config.json (--shape, as
+`tarjama bench --shape`; default opus-mt-ar-en) and random weights directly through CTranslate2's model spec (no PyTorch or transformers needed), then
 runs bench/workload.json the way `tarjama bench` does: batches in workload order, every
 hypothesis forced to the longest target length of its batch, 2 threads. Prints
 `ENGINE MODE TOKENS_PER_S tok/s` lines.
 
-usage: pip install ctranslate2 && python3 bench/ct2_baseline.py [--compute-types float32,int8]
+usage: pip install ctranslate2 && python3 bench/ct2_baseline.py [--shape opus-mt-tc-big-ar-en]
+       [--compute-types float32,int8]
 """
 import argparse
 import json
@@ -38,8 +39,10 @@ def build_spec(cfg, seed=0):
     rng = np.random.default_rng(seed)
     d, vocab, heads = cfg["d_model"], cfg["vocab_size"], cfg["encoder_attention_heads"]
     layers = (cfg["encoder_layers"], cfg["decoder_layers"])
+    activation = {"swish": common_spec.Activation.SWISH, "silu": common_spec.Activation.SWISH,
+                  "relu": common_spec.Activation.RELU}[cfg.get("activation_function", "swish")]
     spec = transformer_spec.TransformerSpec.from_config(
-        layers, heads, pre_norm=False, activation=common_spec.Activation.SWISH)
+        layers, heads, pre_norm=False, activation=activation)
 
     def rand(*shape):
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
@@ -87,24 +90,29 @@ def run(translator, tokens, workload):
                for n in workload["source_lengths"]]
     for mode in workload["modes"]:
         batch, beams = mode["batch"], mode["beam"]
-        started, useful = time.perf_counter(), 0
+        started, cpu, useful = time.perf_counter(), time.process_time(), 0
         for i in range(0, len(sources), batch):
             n = max(targets[i:i + batch])
             translator.translate_batch(sources[i:i + batch], beam_size=beams, max_batch_size=batch,
                                        max_decoding_length=n, min_decoding_length=n)
             useful += sum(targets[i:i + batch])
-        yield mode["name"], useful / (time.perf_counter() - started)
+        yield mode["name"], useful / (time.perf_counter() - started), time.process_time() - cpu
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=os.path.join(HERE, "opus-mt-ar-en.config.json"))
+    ap.add_argument("--shape", default="opus-mt-ar-en",
+                    choices=["opus-mt-ar-en", "opus-mt-tc-big-ar-en"])
+    ap.add_argument("--config", help="a config.json instead of --shape's")
     ap.add_argument("--workload", default=os.path.join(HERE, "workload.json"))
     ap.add_argument("--compute-types", default="float32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", help="only these modes (comma-separated), as `tarjama bench --modes`")
     a = ap.parse_args()
-    cfg = json.load(open(a.config))
+    cfg = json.load(open(a.config or os.path.join(HERE, f"{a.shape}.config.json")))
     workload = json.load(open(a.workload))
+    if a.modes:
+        workload["modes"] = [m for m in workload["modes"] if m["name"] in a.modes.split(",")]
     with tempfile.TemporaryDirectory() as out:
         spec, tokens = build_spec(cfg)
         spec.validate()
@@ -113,8 +121,8 @@ def main():
         for compute_type in a.compute_types.split(","):
             translator = ctranslate2.Translator(out, device="cpu", intra_threads=a.threads,
                                                 inter_threads=1, compute_type=compute_type)
-            for mode, rate in run(translator, tokens, workload):
-                print(f"ct2-{compute_type} {mode} {rate:.1f} tok/s", flush=True)
+            for mode, rate, cpu in run(translator, tokens, workload):
+                print(f"ct2-{compute_type} {mode} {rate:.1f} tok/s ({cpu:.2f} s CPU)", flush=True)
     # Peak resident set of this process (all compute types run), as `tarjama bench` prints it.
     print(f"peak-rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -8,19 +8,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::ComputeType;
 use crate::scheduler::SchedulerConfig;
 
-/// Pinned so that every replica serves the same weights (this revision has model.safetensors).
-pub const DEFAULT_TRANSLATION_MODEL: &str =
-    "Helsinki-NLP/opus-mt-ar-en@0a22ca0fe7fd0e314f4913e606ddc07d1ff9d718";
+/// A catalog name (models/catalog.toml pins its revision, so that every replica serves the
+/// same weights). The cheapest model to run; opus-mt-tc-big-ar-en translates better at
+/// about three times the CPU (models/README.md).
+pub const DEFAULT_TRANSLATION_MODEL: &str = "opus-mt-ar-en";
 /// Arithmetic of the linear layers when not given: int8 is 1.3–3× faster than f32 here and
 /// closer to f32 than CTranslate2's int8 is to its float32 (README, "int8").
 pub const DEFAULT_COMPUTE_TYPE: &str = "int8";
 
-/// The hub's safetensors conversion of distilbart-cnn-12-6. A pull-request ref can move, and
-/// only its commit's prefix is known here (no hub access from our machines), so startup
-/// checks the commit it resolves to against [`DEFAULT_SUMMARIZATION_COMMIT`].
-pub const DEFAULT_SUMMARIZATION_MODEL: &str = "sshleifer/distilbart-cnn-12-6@refs/pr/13";
-/// The commit (prefix) `refs/pr/13` pointed to when the default was chosen.
-pub const DEFAULT_SUMMARIZATION_COMMIT: &str = "7535a1ac";
+/// A catalog name: the hub's safetensors conversion of distilbart-cnn-12-6, a pull-request
+/// ref that can move, so startup checks the commit it resolves to against the catalog's.
+pub const DEFAULT_SUMMARIZATION_MODEL: &str = "distilbart-cnn-12-6";
+/// Where catalog models are looked for (`DIR/NAME/`) and fetched to.
+pub const DEFAULT_MODELS_DIR: &str = "models";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,8 +41,10 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Summarise one English text locally, without a server.
     Summarize(SummarizeArgs),
-    /// Measure engine speed on an opus-mt-ar-en-shaped model with random weights.
+    /// Measure engine speed on a catalog model's shape with random weights.
     Bench(BenchArgs),
+    /// The model catalog: list it, or fetch a model into the models folder.
+    Models(ModelsArgs),
     /// Concurrent clients over loopback for a fixed time; reports throughput and latency.
     Loadtest(LoadtestArgs),
     /// Translate (and summarise) a folder of .txt files or a JSONL file through a server.
@@ -64,6 +66,38 @@ pub struct HubArgs {
     /// Never contact the hub: use local folders and the cache only.
     #[arg(long, env = "TARJAMA_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
+    /// Folder of catalog models: a catalog name given as a model loads DIR/NAME/ when it
+    /// exists, else downloads the catalogued revision through the hub cache.
+    #[arg(long, env = "TARJAMA_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
+    pub models_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// The catalog (models/catalog.toml, built in) and which models DIR holds.
+    List {
+        /// Folder of catalog models.
+        #[arg(long, alias = "models-dir", env = "TARJAMA_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
+        dir: PathBuf,
+    },
+    /// Download a catalog model into DIR/NAME/ (resumable; sha256-checked where the hub
+    /// gives one), to load it from there or copy it to servers without hub access.
+    Fetch {
+        /// Catalog name (see `tarjama models list`).
+        name: String,
+        /// Folder of catalog models.
+        #[arg(long, alias = "models-dir", env = "TARJAMA_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
+        dir: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -71,10 +105,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TARJAMA_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Translation model: a local folder or `owner/name[@revision]` on the hub.
+    /// Translation model: a catalog name (`tarjama models list`), a local folder or
+    /// `owner/name[@revision]` on the hub.
     #[arg(long, env = "TARJAMA_TRANSLATION_MODEL", default_value = DEFAULT_TRANSLATION_MODEL)]
     pub translation_model: String,
-    /// Summarization model (folder or hub id), or `none`.
+    /// Summarization model (catalog name, folder or hub id), or `none`.
     #[arg(long, env = "TARJAMA_SUMMARIZATION_MODEL", default_value = DEFAULT_SUMMARIZATION_MODEL)]
     pub summarization_model: String,
     #[command(flatten)]
@@ -226,7 +261,7 @@ pub struct LimitArgs {
 
 #[derive(Args, Debug)]
 pub struct TranslateArgs {
-    /// Translation model: a local folder or `owner/name[@revision]`.
+    /// Translation model: a catalog name, a local folder or `owner/name[@revision]`.
     #[arg(long, env = "TARJAMA_TRANSLATION_MODEL", default_value = DEFAULT_TRANSLATION_MODEL)]
     pub model: String,
     #[command(flatten)]
@@ -259,8 +294,11 @@ pub struct TranslateArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The model configuration whose shapes are benchmarked (random weights); default: the
-    /// real opus-mt-ar-en configuration, built in (bench/opus-mt-ar-en.config.json).
+    /// The catalog model whose real configuration gives the shapes benchmarked (random
+    /// weights), built in from bench/NAME.config.json.
+    #[arg(long, value_enum, default_value = "opus-mt-ar-en")]
+    pub shape: BenchShape,
+    /// Instead of --shape: a model configuration (config.json) whose shapes are benchmarked.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Sentence lengths and modes; default: bench/workload.json, built in.
@@ -283,6 +321,15 @@ pub struct BenchArgs {
     /// random model) and extractive latency.
     #[arg(long)]
     pub summary: bool,
+}
+
+/// Catalog models `bench` has the configuration of.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchShape {
+    /// d_model 512, 8 heads, ffn 2048, 6+6 layers, vocabulary 62834, swish.
+    OpusMtArEn,
+    /// d_model 1024, 16 heads, ffn 4096, 6+6 layers, vocabulary 61109, relu.
+    OpusMtTcBigArEn,
 }
 
 #[derive(Args, Debug)]
@@ -337,7 +384,8 @@ pub enum SummaryMethodArg {
 
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
-    /// Summarization model (abstractive): a local folder or `owner/name[@revision]`.
+    /// Summarization model (abstractive): a catalog name, a local folder or
+    /// `owner/name[@revision]`.
     #[arg(long, env = "TARJAMA_SUMMARIZATION_MODEL", default_value = DEFAULT_SUMMARIZATION_MODEL)]
     pub model: String,
     #[command(flatten)]

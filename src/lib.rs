@@ -7,6 +7,7 @@
 //! for `serve` and the CLI); `config` (CLI); `telemetry` (Prometheus metrics).
 
 pub mod api;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod hub;

@@ -2,10 +2,15 @@
 
 use std::sync::Arc;
 
+use std::path::Path;
+
+use crate::catalog::{self, Catalog, CatalogEntry, CatalogError};
 use crate::config::{HubArgs, ServeArgs};
-use crate::hub::{self, HubError, HubOptions, ModelSource, ResolvedModel};
+use crate::hub::{self, FetchedFolder, HubError, HubOptions, ModelSource, ResolvedModel};
 use crate::model::{ComputeType, Device, ModelError, Seq2SeqModel};
-use crate::pipeline::{Engines, ModelInfo, PipelineError, Summarizer, Task, Translator};
+use crate::pipeline::{
+    CatalogRef, Engines, ModelInfo, PipelineError, Summarizer, Task, Translator,
+};
 use crate::scheduler::SchedulerConfig;
 use crate::telemetry;
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -23,12 +28,20 @@ pub enum LoadError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    #[error("{spec} now resolves to commit {got}, not {expected}…, the commit it was chosen at: pass --summarization-model OWNER/NAME@COMMIT to choose a revision")]
-    MovedRevision {
-        spec: String,
-        expected: &'static str,
-        got: String,
+    /// Boxed: its variants are large and startup errors are rare.
+    #[error(transparent)]
+    Catalog(Box<CatalogError>),
+    #[error("cannot write {}: {source}", path.display())]
+    Manifest {
+        path: std::path::PathBuf,
+        source: std::io::Error,
     },
+}
+
+impl From<CatalogError> for LoadError {
+    fn from(e: CatalogError) -> Self {
+        LoadError::Catalog(Box::new(e))
+    }
 }
 
 pub fn hub_options(args: &HubArgs, progress: bool) -> HubOptions {
@@ -40,17 +53,110 @@ pub fn hub_options(args: &HubArgs, progress: bool) -> HubOptions {
     }
 }
 
-/// Resolves (downloading if needed) a model given as a folder or `owner/name[@revision]`.
-pub fn resolve_model(spec: &str, hub_args: &HubArgs) -> Result<ResolvedModel, HubError> {
+/// A model chosen by a `--*-model` argument: where its files are, and what it is.
+#[derive(Debug, Clone)]
+pub struct ChosenModel {
+    pub resolved: ResolvedModel,
+    /// The hub repository the weights come from, when known.
+    pub hub_id: Option<String>,
+    pub entry: Option<CatalogEntry>,
+}
+
+/// Resolves (downloading if needed) a model given as a catalog name, a folder or
+/// `owner/name[@revision]`. A catalog name is its folder under `--models-dir` when that
+/// exists, else its hub repository at the catalogued revision.
+pub fn resolve_model(spec: &str, hub_args: &HubArgs) -> Result<ChosenModel, LoadError> {
+    let catalog = Catalog::builtin()?;
+    let opts = hub_options(hub_args, true);
+    // A catalog name wins over a folder of that name in the working directory (`./NAME`);
+    // a bare word that is neither is an unknown name.
+    if let Some(name) = catalog::as_catalog_name(spec) {
+        if let Some(entry) = catalog.get(name) {
+            return resolve_entry(entry.clone(), &hub_args.models_dir, &opts);
+        }
+        if !Path::new(name).exists() {
+            return Err(catalog.unknown(name).into());
+        }
+    }
     let source: ModelSource = spec.parse()?;
-    hub::resolve(&source, &hub_options(hub_args, true))
+    let resolved = hub::resolve(&source, &opts)?;
+    let (hub_id, entry) = match &source {
+        ModelSource::Hub { repo, .. } => (Some(repo.clone()), catalog.by_hub_id(repo).cloned()),
+        ModelSource::Local(_) => (None, None),
+    };
+    Ok(ChosenModel {
+        resolved,
+        hub_id,
+        entry,
+    })
+}
+
+fn resolve_entry(
+    entry: CatalogEntry,
+    models_dir: &Path,
+    opts: &HubOptions,
+) -> Result<ChosenModel, LoadError> {
+    let dir = entry.folder(models_dir);
+    let resolved = if dir.exists() {
+        entry.check_folder(&dir)?;
+        let mut resolved = hub::resolve(&ModelSource::Local(dir.clone()), opts)?;
+        if let Some(commit) = catalog::fetched_commit(&dir) {
+            resolved.revision = commit;
+        }
+        resolved
+    } else {
+        let resolved = hub::resolve(&entry.hub_source(), opts)?;
+        entry.check_commit(&resolved.revision)?;
+        resolved
+    };
+    tracing::info!(model = %entry.name, hub_id = %entry.hub_id, revision = %entry.revision,
+        commit = %resolved.revision, dir = %resolved.dir.display(), "catalog model resolved");
+    Ok(ChosenModel {
+        resolved,
+        hub_id: Some(entry.hub_id.clone()),
+        entry: Some(entry),
+    })
+}
+
+/// `tarjama models fetch`: downloads catalog model `name` into `models_dir/NAME/` and
+/// records where it came from there (`fetched.json`).
+pub fn fetch_catalog_model(
+    name: &str,
+    models_dir: &Path,
+    opts: &HubOptions,
+) -> Result<FetchedFolder, LoadError> {
+    let catalog = Catalog::builtin()?;
+    let entry = catalog.lookup(name)?;
+    let dir = entry.folder(models_dir);
+    let fetched = hub::fetch_folder(
+        &entry.hub_id,
+        &entry.revision,
+        &dir,
+        entry.commit.as_deref(),
+        opts,
+    )?;
+    entry.check_folder(&dir)?;
+    let files: Vec<_> = fetched
+        .files
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name, "bytes": f.bytes, "sha256": f.sha256}))
+        .collect();
+    let manifest = serde_json::json!({
+        "name": entry.name, "hub_id": entry.hub_id, "revision": entry.revision,
+        "commit": fetched.commit, "files": files,
+    });
+    let path = dir.join(catalog::FETCH_MANIFEST);
+    std::fs::write(&path, format!("{manifest:#}\n"))
+        .map_err(|source| LoadError::Manifest { path, source })?;
+    Ok(fetched)
 }
 
 /// Loads weights and tokenizer of a resolved model, its linear layers in `compute`.
 pub fn load_model(
-    resolved: &ResolvedModel,
+    chosen: &ChosenModel,
     compute: ComputeType,
 ) -> Result<(Seq2SeqModel, Tokenizer), LoadError> {
+    let resolved = &chosen.resolved;
     let started = std::time::Instant::now();
     let model = Seq2SeqModel::load_as(&resolved.dir, &Device::Cpu, compute).map_err(|source| {
         LoadError::Model {
@@ -66,8 +172,14 @@ pub fn load_model(
 }
 
 /// What clients see of a resolved, loaded model.
-pub fn model_info(resolved: &ResolvedModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
+pub fn model_info(chosen: &ChosenModel, model: &Seq2SeqModel, task: Task) -> ModelInfo {
+    let resolved = &chosen.resolved;
+    let catalog = chosen.entry.as_ref().map(|e| CatalogRef {
+        name: e.name.clone(),
+        license: e.license.clone(),
+    });
     ModelInfo::describe(model, task, resolved.id.clone(), resolved.revision.clone())
+        .with_origin(chosen.hub_id.clone(), catalog)
 }
 
 /// `tarjama_model_info`: which model serves which task (only models started for serving).
@@ -106,27 +218,10 @@ pub fn start_summarizer(
         return Ok(None);
     }
     let resolved = resolve_model(spec, hub_args)?;
-    check_default_summarizer_commit(spec, &resolved)?;
     let (model, tokenizer) = load_model(&resolved, compute)?;
     let info = model_info(&resolved, &model, Task::Summarization);
     publish_model_info(&info);
     Ok(Some(Summarizer::start(model, tokenizer, info, scheduler)?))
-}
-
-/// The default summarizer is a pull-request ref: serve it only at the commit it was chosen
-/// at, so that every replica serves the same weights.
-fn check_default_summarizer_commit(spec: &str, resolved: &ResolvedModel) -> Result<(), LoadError> {
-    use crate::config::{DEFAULT_SUMMARIZATION_COMMIT, DEFAULT_SUMMARIZATION_MODEL};
-    if spec != DEFAULT_SUMMARIZATION_MODEL
-        || resolved.revision.starts_with(DEFAULT_SUMMARIZATION_COMMIT)
-    {
-        return Ok(());
-    }
-    Err(LoadError::MovedRevision {
-        spec: spec.to_string(),
-        expected: DEFAULT_SUMMARIZATION_COMMIT,
-        got: resolved.revision.clone(),
-    })
 }
 
 /// Both models of `args`.

@@ -20,7 +20,7 @@ fn main() -> Result<()> {
         Command::Bench(a) => (a.threads, LogFormat::Text),
         Command::Summarize(a) => (a.threads, LogFormat::Text),
         Command::Loadtest(a) => (a.engine.threads, LogFormat::Text),
-        Command::Client(_) => (1, LogFormat::Text),
+        Command::Client(_) | Command::Models(_) => (1, LogFormat::Text),
     };
     set_compute_threads(threads);
     init_logging(log_format);
@@ -31,6 +31,35 @@ fn main() -> Result<()> {
         Command::Summarize(args) => summarize(args),
         Command::Loadtest(args) => loadtest(args),
         Command::Client(args) => client(args),
+        Command::Models(args) => models(args),
+    }
+}
+
+/// `tarjama models list|fetch`.
+fn models(args: tarjama::config::ModelsArgs) -> Result<()> {
+    use tarjama::config::ModelsCommand;
+    match args.command {
+        ModelsCommand::List { dir } => {
+            let catalog = tarjama::catalog::Catalog::builtin()?;
+            print!("{}", tarjama::catalog::listing(&catalog, &dir));
+            Ok(())
+        }
+        ModelsCommand::Fetch { name, dir, quiet } => {
+            let opts = tarjama::hub::HubOptions {
+                progress: !quiet,
+                ..Default::default()
+            };
+            let fetched = loader::fetch_catalog_model(&name, &dir, &opts)?;
+            let bytes: u64 = fetched.files.iter().map(|f| f.bytes).sum();
+            println!(
+                "{name}: {} files, {:.1} MB, commit {} in {}",
+                fetched.files.len(),
+                bytes as f64 / 1e6,
+                fetched.commit,
+                fetched.dir.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -175,7 +204,7 @@ fn translate_lines(
     args: &TranslateArgs,
     model: Seq2SeqModel,
     tokenizer: tarjama::tokenizer::Tokenizer,
-    resolved: &tarjama::hub::ResolvedModel,
+    resolved: &loader::ChosenModel,
 ) -> Result<()> {
     use futures::StreamExt;
     use std::io::{BufRead, Write};
@@ -305,8 +334,15 @@ fn bench(args: BenchArgs) -> Result<()> {
         args.compute_type,
         tarjama::model::int8_kernel()
     );
-    use tarjama::model::bench::{read_or, OPUS_MT_CONFIG_JSON, WORKLOAD_JSON};
-    let config = read_or(args.config.as_deref(), OPUS_MT_CONFIG_JSON)?;
+    use tarjama::config::BenchShape;
+    use tarjama::model::bench::{
+        read_or, OPUS_MT_CONFIG_JSON, OPUS_MT_TC_BIG_CONFIG_JSON, WORKLOAD_JSON,
+    };
+    let shape = match args.shape {
+        BenchShape::OpusMtArEn => OPUS_MT_CONFIG_JSON,
+        BenchShape::OpusMtTcBigArEn => OPUS_MT_TC_BIG_CONFIG_JSON,
+    };
+    let config = read_or(args.config.as_deref(), shape)?;
     let workload = read_or(args.workload.as_deref(), WORKLOAD_JSON)?;
     let results = tarjama::model::bench::run_bench_with(
         &config,

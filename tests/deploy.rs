@@ -807,6 +807,15 @@ fn dockerfile_is_multistage_nonroot_with_models_volume() {
         docker.env().get("HF_HOME").map(String::as_str),
         Some("/models")
     );
+    // Catalog model folders live in the same volume: /models/NAME/.
+    assert_eq!(
+        docker.env().get("TARJAMA_MODELS_DIR").map(String::as_str),
+        Some("/models")
+    );
+    // The catalog is built into the binary, so the build stage needs it.
+    assert!(read(&root().join("Dockerfile"))
+        .lines()
+        .any(|l| l.starts_with("COPY models/catalog.toml")));
     let user = docker.lines("USER");
     assert!(
         !user.is_empty()

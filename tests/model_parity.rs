@@ -14,8 +14,17 @@ const TOL: f32 = 1e-4;
 /// position and |diff| below this bound; the conditioned fixtures hold every logit to `TOL`.
 const MAIN_TF_TOL: f32 = 5e-3;
 
-/// (Marian dir, teacher-forced tolerance) for each fixture set.
-const MARIANS: [(&str, f32); 2] = [(MARIAN, MAIN_TF_TOL), (CONDITIONED_MARIAN, TOL)];
+/// First-step logits of the tc-big fixture: they reach |20| (the others' stay under 15), and
+/// ours land 1.9e-4 from the reference there, 1e-5 relative: fp32 rounding, as above. Its
+/// generated ids must still match exactly.
+const TC_BIG_FIRST_STEP_TOL: f32 = 5e-4;
+
+/// (Marian dir, first-step tolerance, teacher-forced tolerance) for each fixture set.
+const MARIANS: [(&str, f32, f32); 3] = [
+    (MARIAN, TOL, MAIN_TF_TOL),
+    (CONDITIONED_MARIAN, TOL, TOL),
+    (TC_BIG, TC_BIG_FIRST_STEP_TOL, MAIN_TF_TOL),
+];
 const BARTS: [(&str, f32); 2] = [(BART, MAIN_TF_TOL), (CONDITIONED_BART, TOL)];
 
 fn check_teacher_forced(got: &candle_core::Tensor, want: &serde_json::Value, tol: f32, what: &str) {
@@ -45,7 +54,7 @@ fn marian_text(r: &serde_json::Value, key: &str) -> Vec<u32> {
 
 #[test]
 fn marian_encoder_states_match() {
-    for (dir, _) in MARIANS {
+    for (dir, _, _) in MARIANS {
         let r = reference(dir);
         let m = load(dir, None);
         let states = m.encoder_states(&[marian_text(&r, "encoder")]).unwrap();
@@ -62,7 +71,7 @@ fn marian_encoder_states_match() {
 
 #[test]
 fn marian_first_step_and_teacher_forced_logits_match() {
-    for (dir, tf_tol) in MARIANS {
+    for (dir, first_tol, tf_tol) in MARIANS {
         let r = reference(dir);
         let m = load(dir, None);
         let start = m.config().decoder_start_token_id;
@@ -71,7 +80,7 @@ fn marian_first_step_and_teacher_forced_logits_match() {
             .unwrap();
         let got = first.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let d = max_abs_diff(&got, &floats(&r["first_step_logits"]["values"]));
-        assert!(d < TOL, "{dir}: first step max diff {d}");
+        assert!(d < first_tol, "{dir}: first step max diff {d}");
 
         let tf = &r["teacher_forced"];
         let logits = m
@@ -111,14 +120,14 @@ fn check_marian_generation(dir: &str, mode: &str) {
 
 #[test]
 fn marian_greedy_matches() {
-    for (dir, _) in MARIANS {
+    for (dir, _, _) in MARIANS {
         check_marian_generation(dir, "greedy");
     }
 }
 
 #[test]
 fn marian_beam4_matches() {
-    for (dir, _) in MARIANS {
+    for (dir, _, _) in MARIANS {
         check_marian_generation(dir, "beam4");
     }
 }
@@ -132,7 +141,7 @@ fn strip_pad(mut v: Vec<u32>, pad: u32) -> Vec<u32> {
 
 #[test]
 fn marian_padded_batch_equals_unbatched() {
-    for (dir, _) in MARIANS {
+    for (dir, _, _) in MARIANS {
         check_padded_batch(dir);
     }
 }
@@ -237,7 +246,7 @@ fn bart_summarization_defaults_from_task_params() {
 
 #[test]
 fn safetensors_and_pytorch_bin_give_identical_logits() {
-    for dir in [MARIAN, BART, CONDITIONED_MARIAN, CONDITIONED_BART] {
+    for dir in [MARIAN, BART, CONDITIONED_MARIAN, CONDITIONED_BART, TC_BIG] {
         let r = reference(dir);
         let input = common::engine::all_inputs(&r).remove(0);
         let a = load(dir, Some("model.safetensors"));

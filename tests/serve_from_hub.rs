@@ -95,24 +95,30 @@ async fn serve_downloads_a_pinned_revision_once_then_starts_from_the_cache() {
     default_summarizer_is_served_only_at_its_commit().await;
 }
 
-/// The default summarizer is a movable pull-request ref: served when it resolves to the
-/// commit it was chosen at, refused (with the commit it moved to) otherwise.
+/// The default summarizer is a catalog name for a movable pull-request ref: with no folder of
+/// that name under --models-dir, it is downloaded and served when the ref resolves to the
+/// catalogued commit, refused (with the commit it moved to) otherwise.
 async fn default_summarizer_is_served_only_at_its_commit() {
     const BART: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/tiny-bart-summarizer"
     );
-    let (repo, revision) = tarjama::config::DEFAULT_SUMMARIZATION_MODEL
-        .split_once('@')
+    let catalog = tarjama::catalog::Catalog::builtin().unwrap();
+    let entry = catalog
+        .lookup(tarjama::config::DEFAULT_SUMMARIZATION_MODEL)
         .unwrap();
-    let chosen = format!(
-        "{}{}",
-        tarjama::config::DEFAULT_SUMMARIZATION_COMMIT,
-        "0".repeat(32)
-    );
+    let commit = entry.commit.clone().unwrap();
+    let chosen = format!("{commit}{}", "0".repeat(40 - commit.len()));
     let moved = "1".repeat(40);
+    let models_dir = tempfile::tempdir().unwrap();
+    let models_dir = models_dir.path().to_str().unwrap().to_string();
     for (sha, served) in [(chosen.as_str(), true), (moved.as_str(), false)] {
-        let hub = StandinHub::start(vec![(repo, revision, sha, BART)]);
+        let hub = StandinHub::start(vec![(
+            entry.hub_id.as_str(),
+            entry.revision.as_str(),
+            sha,
+            BART,
+        )]);
         std::env::set_var("HF_ENDPOINT", hub.endpoint());
         let cache = tempfile::tempdir().unwrap();
         let cache_dir = cache.path().to_str().unwrap().to_string();
@@ -121,6 +127,8 @@ async fn default_summarizer_is_served_only_at_its_commit() {
             tarjama::config::DEFAULT_SUMMARIZATION_MODEL,
             "--cache-dir",
             &cache_dir,
+            "--models-dir",
+            &models_dir,
         ]);
         let server = start_with(args, None).await;
         if served {
@@ -132,11 +140,19 @@ async fn default_summarizer_is_served_only_at_its_commit() {
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!(models.models[1].revision, sha);
+            let m = &models.models[1];
+            assert_eq!(
+                (m.revision.as_str(), m.catalog_name.as_str()),
+                (sha, "distilbart-cnn-12-6")
+            );
+            assert_eq!(
+                (m.hub_id.as_str(), m.license.as_str()),
+                (entry.hub_id.as_str(), "apache-2.0")
+            );
             server.stop().await;
         } else {
             let err = server.ended().await.unwrap_err().to_string();
-            assert!(err.contains(&moved) && err.contains("7535a1ac"), "{err}");
+            assert!(err.contains(&moved) && err.contains(&commit), "{err}");
         }
     }
 }

@@ -9,8 +9,8 @@ use tarjama::model::generate;
 use tarjama::model::{Device, Seq2SeqModel};
 use tarjama::proto::process_article_stream_response::Event;
 use tarjama::proto::{
-    ListModelsRequest, ProcessArticleRequest, ProcessArticleStreamRequest, TranslateRequest,
-    TranslateResponse, TranslateStreamRequest, TranslationOptions,
+    ProcessArticleRequest, ProcessArticleStreamRequest, TranslateRequest, TranslateResponse,
+    TranslateStreamRequest, TranslationOptions,
 };
 use tarjama::tokenizer::Tokenizer;
 use tonic::{Code, Status};
@@ -198,13 +198,7 @@ async fn health_goes_from_not_serving_to_serving_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_models_reports_the_fixture() {
     let server = start(&[]).await;
-    let mut client = server.client().await;
-    let models = client
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let models = common::server::list_models(&server).await;
     assert_eq!(models.len(), 1);
     let m = &models[0];
     assert_eq!(m.id, MARIAN);
@@ -226,13 +220,8 @@ async fn list_models_reports_the_fixture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_models_reports_int8() {
     let server = start(&["--compute-type", "int8"]).await;
-    let mut client = server.client().await;
-    let resp = client
-        .list_models(ListModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resp.models[0].compute_type, "int8");
+    let models = common::server::list_models(&server).await;
+    assert_eq!(models[0].compute_type, "int8");
     server.stop().await;
 }
 

@@ -27,15 +27,22 @@ fn marian() -> MarianTokenizer {
     MarianTokenizer::from_dir(&fixture("tiny-marian-ar-en")).unwrap()
 }
 
+/// The opus-mt-ar-en stand-in, and the opus-mt-tc-big-ar-en one (`</s>` and `<unk>` in the
+/// middle of its vocabulary).
+const MARIANS: [&str; 2] = ["tiny-marian-ar-en", "tiny-marian-tc-big-ar-en"];
+
 #[test]
 fn marian_pieces_and_ids_match_reference() {
-    let tok = marian();
-    let generic = Tokenizer::from_dir(&fixture("tiny-marian-ar-en")).unwrap();
+    MARIANS
+        .iter()
+        .for_each(|dir| check_marian_pieces_and_ids(dir));
+}
+
+fn check_marian_pieces_and_ids(dir: &str) {
+    let tok = MarianTokenizer::from_dir(&fixture(dir)).unwrap();
+    let generic = Tokenizer::from_dir(&fixture(dir)).unwrap();
     assert!(matches!(generic, Tokenizer::Marian(_)));
-    let cases = reference("tiny-marian-ar-en")["tokenize"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let cases = reference(dir)["tokenize"].as_array().unwrap().clone();
     assert!(!cases.is_empty());
     for case in &cases {
         let text = case["text"].as_str().unwrap();
@@ -45,11 +52,11 @@ fn marian_pieces_and_ids_match_reference() {
             .iter()
             .map(|p| p.as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(tok.pieces(text).unwrap(), pieces, "pieces of {text}");
+        assert_eq!(tok.pieces(text).unwrap(), pieces, "{dir}: pieces of {text}");
         assert_eq!(
             generic.encode(text).unwrap(),
             ids(&case["ids"]),
-            "ids of {text}"
+            "{dir}: ids of {text}"
         );
         assert_eq!(generic.token_count(text).unwrap(), pieces.len() + 1);
     }
@@ -62,8 +69,12 @@ fn marian_pieces_and_ids_match_reference() {
 
 #[test]
 fn marian_decode_matches_reference() {
-    let tok = Tokenizer::from_dir(&fixture("tiny-marian-ar-en")).unwrap();
-    let r = reference("tiny-marian-ar-en");
+    MARIANS.iter().for_each(|dir| check_marian_decode(dir));
+}
+
+fn check_marian_decode(dir: &str) {
+    let tok = Tokenizer::from_dir(&fixture(dir)).unwrap();
+    let r = reference(dir);
     let mut cases: Vec<(Vec<u32>, String)> = Vec::new();
     for key in ["decode", "greedy", "beam4"] {
         for c in r[key].as_array().unwrap() {
@@ -76,7 +87,11 @@ fn marian_decode_matches_reference() {
     }
     assert!(cases.len() >= 12);
     for (ids, text) in &cases {
-        assert_eq!(&tok.decode(ids, true).unwrap(), text, "decode of {ids:?}");
+        assert_eq!(
+            &tok.decode(ids, true).unwrap(),
+            text,
+            "{dir}: decode of {ids:?}"
+        );
     }
     let all: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
     let texts = tok.decode_batch(&all, true).unwrap();

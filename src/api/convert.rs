@@ -51,6 +51,7 @@ pub fn translation(id: String, done: TranslatedText, model: &ModelInfo) -> proto
 }
 
 pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
+    let catalog = info.catalog.as_ref();
     proto::ModelInfo {
         id: info.id.clone(),
         revision: info.revision.clone(),
@@ -63,6 +64,9 @@ pub fn model_info(info: &ModelInfo) -> proto::ModelInfo {
         default_beam_size: clamp(info.default_beam_size),
         max_beam_size: clamp(crate::pipeline::MAX_BEAM_SIZE),
         compute_type: info.compute_type.name().to_string(),
+        catalog_name: catalog.map(|c| c.name.clone()).unwrap_or_default(),
+        hub_id: info.hub_id.clone().unwrap_or_default(),
+        license: catalog.map(|c| c.license.clone()).unwrap_or_default(),
     }
 }
 

@@ -29,15 +29,22 @@ pub(crate) struct Fetch<'a> {
 
 /// Downloads the model's files; returns the snapshot folder and commit sha.
 pub(crate) fn fetch(req: &Fetch<'_>) -> Result<(PathBuf, String), HubError> {
-    // A dedicated thread + current-thread runtime: safe to call from inside
-    // another tokio runtime (block_on there would panic).
+    on_private_runtime(req, req.run())
+}
+
+/// Runs `job` to completion on a dedicated thread with its own current-thread runtime: safe
+/// to call from inside another tokio runtime (block_on there would panic).
+pub(crate) fn on_private_runtime<T: Send>(
+    req: &Fetch<'_>,
+    job: impl Future<Output = Result<T, HubError>> + Send,
+) -> Result<T, HubError> {
     std::thread::scope(|scope| {
         let job = scope.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| req.fail(format!("cannot start runtime: {e}")))?;
-            rt.block_on(req.run())
+            rt.block_on(job)
         });
         job.join()
             .unwrap_or_else(|_| Err(req.fail("download thread panicked".into())))
@@ -50,10 +57,39 @@ impl Fetch<'_> {
         let (owner, name) = hf_hub::split_id(self.repo);
         let model = client.model(owner, name);
         let activity = Activity::new();
+        let (sha, selection) = self.listing(&client, &activity).await?;
+        for file in &selection.wanted {
+            let handler = FileProgressHandler::new(file, self.progress, activity.clone());
+            let send = model
+                .download_file()
+                .filename(*file)
+                .revision(sha.clone())
+                .progress(handler)
+                .send();
+            self.guard(&activity, send).await?;
+            tracing::debug!(repo = self.repo, file, "fetched");
+        }
+        let cache = RepoCache::new(&self.cache_dir, self.repo);
+        cache.mark_absent(&sha, &selection.absent)?;
+        cache.write_ref(self.revision, &sha)?;
+        Ok((cache.snapshot(&sha), sha))
+    }
+
+    /// The commit the revision points at, and the files to fetch at that commit.
+    pub(crate) async fn listing(
+        &self,
+        client: &HFClient,
+        activity: &Activity,
+    ) -> Result<(String, files::Selection), HubError> {
+        let (owner, name) = hf_hub::split_id(self.repo);
         let info = self
             .guard(
-                &activity,
-                model.info().revision(self.revision.to_string()).send(),
+                activity,
+                client
+                    .model(owner, name)
+                    .info()
+                    .revision(self.revision.to_string())
+                    .send(),
             )
             .await?;
         // The listing's sha pins every file to one commit even if the branch moves.
@@ -72,30 +108,26 @@ impl Fetch<'_> {
             revision: self.revision.to_string(),
             missing,
         })?;
-        for file in &selection.wanted {
-            let handler = FileProgressHandler::new(file, self.progress, activity.clone());
-            let send = model
-                .download_file()
-                .filename(*file)
-                .revision(sha.clone())
-                .progress(handler)
-                .send();
-            self.guard(&activity, send).await?;
-            tracing::debug!(repo = self.repo, file, "fetched");
-        }
-        let cache = RepoCache::new(&self.cache_dir, self.repo);
-        cache.mark_absent(&sha, &selection.absent)?;
-        cache.write_ref(self.revision, &sha)?;
-        Ok((cache.snapshot(&sha), sha))
+        Ok((sha, selection))
     }
 
-    fn client(&self) -> Result<HFClient, HubError> {
-        let http = reqwest::Client::builder()
+    /// An HTTP client with our timeouts, following redirects up to `redirects`.
+    pub(crate) fn http(&self, redirects: usize) -> Result<reqwest::Client, HubError> {
+        let policy = match redirects {
+            0 => reqwest::redirect::Policy::none(),
+            n => reqwest::redirect::Policy::limited(n),
+        };
+        reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .redirect(policy)
             .user_agent(concat!("tarjama/", env!("CARGO_PKG_VERSION"), "; hf-hub/1"))
             .build()
-            .map_err(|e| self.fail(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| self.fail(format!("cannot build HTTP client: {e}")))
+    }
+
+    pub(crate) fn client(&self) -> Result<HFClient, HubError> {
+        let http = self.http(10)?;
         let mut builder = HFClient::builder()
             .endpoint(self.endpoint)
             .cache_dir(self.cache_dir.clone())
@@ -164,7 +196,7 @@ impl Fetch<'_> {
         (self.repo.into(), self.revision.into(), self.endpoint.into())
     }
 
-    fn unreachable(&self, detail: String) -> HubError {
+    pub(crate) fn unreachable(&self, detail: String) -> HubError {
         let (repo, revision, endpoint) = self.names();
         HubError::Unreachable {
             repo,
@@ -174,7 +206,7 @@ impl Fetch<'_> {
         }
     }
 
-    fn fail(&self, detail: String) -> HubError {
+    pub(crate) fn fail(&self, detail: String) -> HubError {
         let (repo, revision, endpoint) = self.names();
         HubError::Download {
             repo,

@@ -68,6 +68,22 @@ pub enum HubError {
         detail: String,
     },
 
+    #[error("{file} of model {repo} does not match the hub's checksum (sha256 {got}, expected {expected}); the partial file was removed: fetch again")]
+    Checksum {
+        repo: String,
+        file: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("model {repo}@{revision} now resolves to commit {got}, not {expected}…, the commit it was catalogued at; nothing was downloaded")]
+    UnexpectedCommit {
+        repo: String,
+        revision: String,
+        expected: String,
+        got: String,
+    },
+
     #[error("cache I/O error at {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -8,13 +8,17 @@ mod cache;
 mod download;
 mod error;
 mod files;
+mod folder;
 mod progress;
 mod source;
 
 use std::path::{Path, PathBuf};
 
 pub use error::HubError;
+pub use folder::{FetchedFile, FetchedFolder};
 pub use source::ModelSource;
+
+pub(crate) use files::weights_in;
 
 use cache::{Coverage, RepoCache};
 
@@ -93,13 +97,7 @@ fn resolve_local(path: &Path) -> Result<ResolvedModel, HubError> {
 }
 
 fn resolve_hub(repo: &str, revision: &str, opts: &HubOptions) -> Result<ResolvedModel, HubError> {
-    // Re-validate: the id becomes a cache path and the revision a refs/ path.
-    source::validate_repo_id(repo)
-        .and_then(|()| source::validate_revision(revision))
-        .map_err(|reason| HubError::InvalidSource {
-            input: format!("{repo}@{revision}"),
-            reason,
-        })?;
+    validate(repo, revision)?;
     // hf-hub's own (public, doc-hidden) resolution: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE,
     // HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
     let cache_dir = opts
@@ -118,16 +116,12 @@ fn resolve_hub(repo: &str, revision: &str, opts: &HubOptions) -> Result<Resolved
             cache: cache_dir,
         });
     }
-    let endpoint = opts
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()))
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    let endpoint = endpoint(opts);
     tracing::info!(repo, revision, %endpoint, "downloading model");
     let (dir, sha) = download::fetch(&download::Fetch {
         repo,
         revision,
-        endpoint: endpoint.trim_end_matches('/'),
+        endpoint: &endpoint,
         cache_dir,
         token: opts.token.clone(),
         progress: opts.progress,
@@ -136,6 +130,64 @@ fn resolve_hub(repo: &str, revision: &str, opts: &HubOptions) -> Result<Resolved
         dir,
         id: repo.into(),
         revision: sha,
+    })
+}
+
+/// Re-validates: the id becomes a cache or URL path and the revision a refs/ path.
+fn validate(repo: &str, revision: &str) -> Result<(), HubError> {
+    source::validate_repo_id(repo)
+        .and_then(|()| source::validate_revision(revision))
+        .map_err(|reason| HubError::InvalidSource {
+            input: format!("{repo}@{revision}"),
+            reason,
+        })
+}
+
+/// The hub base URL: the option, else `HF_ENDPOINT`, else the public hub.
+fn endpoint(opts: &HubOptions) -> String {
+    opts.endpoint
+        .clone()
+        .or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()))
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Downloads `repo` at `revision` into the plain folder `dest` (not the cache): resumes
+/// partial files, checks sha256 where the hub gives one. With `expected_commit` (a sha or
+/// its prefix), nothing is downloaded if the revision resolves to another commit. Blocking.
+pub fn fetch_folder(
+    repo: &str,
+    revision: &str,
+    dest: &Path,
+    expected_commit: Option<&str>,
+    opts: &HubOptions,
+) -> Result<FetchedFolder, HubError> {
+    validate(repo, revision)?;
+    let endpoint = endpoint(opts);
+    tracing::info!(repo, revision, %endpoint, dir = %dest.display(), "fetching model into a folder");
+    let token = opts
+        .token
+        .clone()
+        .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()));
+    let req = download::Fetch {
+        repo,
+        revision,
+        endpoint: &endpoint,
+        cache_dir: opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(hf_hub::resolve_cache_dir),
+        token,
+        progress: opts.progress,
+    };
+    let (commit, files) = folder::fetch_into(&req, dest, expected_commit)?;
+    Ok(FetchedFolder {
+        dir: dest.to_path_buf(),
+        repo: repo.into(),
+        revision: revision.into(),
+        commit,
+        files,
     })
 }
 

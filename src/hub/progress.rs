@@ -34,19 +34,22 @@ pub(crate) struct FileProgressHandler {
 
 impl FileProgressHandler {
     pub(crate) fn new(label: &str, show: bool, activity: Activity) -> Self {
-        let bar = show.then(|| {
-            let bar = ProgressBar::new(0);
-            let style = ProgressStyle::with_template(
-                "{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.set_message(label.to_string());
-            bar
-        });
+        let bar = show.then(|| file_bar(label));
         FileProgressHandler { bar, activity }
     }
+}
+
+/// A byte-counting bar for one file, on stderr.
+pub(crate) fn file_bar(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(label.to_string());
+    bar
 }
 
 impl ProgressHandler for FileProgressHandler {

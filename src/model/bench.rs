@@ -58,6 +58,9 @@ pub fn peak_rss_kib() -> Option<u64> {
 /// The real opus-mt-ar-en configuration, the workload and an English news text, built into
 /// the binary so that `tarjama bench` and `loadtest` run from an installed binary.
 pub const OPUS_MT_CONFIG_JSON: &str = include_str!("../../bench/opus-mt-ar-en.config.json");
+/// The configuration of opus-mt-tc-big-ar-en (transformer-big), for `bench --shape`.
+pub const OPUS_MT_TC_BIG_CONFIG_JSON: &str =
+    include_str!("../../bench/opus-mt-tc-big-ar-en.config.json");
 pub const WORKLOAD_JSON: &str = include_str!("../../bench/workload.json");
 pub const EN_NEWS: &str = include_str!("../../bench/en-news.txt");
 

@@ -106,6 +106,17 @@ pub struct ModelInfo {
     pub max_output_tokens: usize,
     pub default_beam_size: usize,
     pub compute_type: ComputeType,
+    /// The hub repository the weights come from, when known.
+    pub hub_id: Option<String>,
+    /// Where the model stands in the catalog, when it does.
+    pub catalog: Option<CatalogRef>,
+}
+
+/// A loaded model's catalog entry, as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogRef {
+    pub name: String,
+    pub license: String,
 }
 
 impl ModelInfo {
@@ -129,6 +140,17 @@ impl ModelInfo {
             max_output_tokens: defaults.max_length.saturating_sub(1).max(1),
             default_beam_size: defaults.num_beams.max(1),
             compute_type: model.compute_type(),
+            hub_id: None,
+            catalog: None,
+        }
+    }
+
+    /// The same, with where the weights come from.
+    pub fn with_origin(self, hub_id: Option<String>, catalog: Option<CatalogRef>) -> Self {
+        Self {
+            hub_id,
+            catalog,
+            ..self
         }
     }
 }

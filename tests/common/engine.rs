@@ -8,6 +8,11 @@ pub const MARIAN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/tiny-marian-ar-en"
 );
+/// The opus-mt-tc-big-ar-en stand-in: ReLU, 16 heads, 1024 positions, eos 451 (not 0).
+pub const TC_BIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tiny-marian-tc-big-ar-en"
+);
 pub const BART: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/tiny-bart-summarizer"
@@ -21,6 +26,10 @@ pub const CONDITIONED_MARIAN: &str = concat!(
 pub const CONDITIONED_BART: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/conditioned/tiny-bart-summarizer"
+);
+pub const SEED_ARTICLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/seed-article-ar.txt"
 );
 pub const OPUS_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

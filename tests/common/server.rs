@@ -137,6 +137,18 @@ pub async fn start(extra: &[&str]) -> TestServer {
     server
 }
 
+/// The server's ListModels answer.
+pub async fn list_models(server: &TestServer) -> Vec<tarjama::proto::ModelInfo> {
+    server
+        .client()
+        .await
+        .list_models(tarjama::proto::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+}
+
 pub async fn health(server: &TestServer) -> ServingStatus {
     let mut client = HealthClient::new(server.channel().await);
     let reply = client

@@ -104,7 +104,8 @@ impl StandinHub {
         self.shared.requests.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// Requests seen so far, as `"METHOD /path"`.
+    /// Requests seen so far, as `"METHOD /path"` (`"METHOD /path [range bytes=a-]"` with a
+    /// Range header).
     pub fn requests(&self) -> Vec<String> {
         self.shared
             .requests
@@ -200,7 +201,10 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
             return;
         };
         if let Ok(mut log) = shared.requests.lock() {
-            log.push(format!("{} {}", req.method, req.path));
+            log.push(match &req.range {
+                Some(range) => format!("{} {} [range {range}]", req.method, req.path),
+                None => format!("{} {}", req.method, req.path),
+            });
         }
         let resp = route(shared, &req);
         if resp.write(&mut writer, req.method == "HEAD").is_err() || req.close {
