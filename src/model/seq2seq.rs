@@ -319,6 +319,7 @@ impl Seq2SeqModel {
             group,
             rows,
             pos: 0,
+            alignment: None,
         })
     }
 
@@ -339,13 +340,22 @@ impl Seq2SeqModel {
         let pre = self.cfg.normalize_before;
         let mut x = self.dec_emb.forward(&self.lm_head, &ids, state.pos)?;
         state.ancestry.push();
+        let width = state.cross_mask.dim(3)?;
+        let last = self.decoder.len().saturating_sub(1);
         for (i, l) in self.decoder.iter().enumerate() {
             let (cache, ancestry) = (&mut state.self_kv[i], &state.ancestry);
             x = residual(&x, &l.attn_norm, pre, |h| l.attn.step(h, cache, ancestry))?;
             let (k, v) = &state.cross_kv[i];
             let (mask, group) = (&state.cross_mask, state.group);
+            let head_mean = match &mut state.alignment {
+                Some(a) if i == last => {
+                    a.resize(tokens.len() * width, 0.0);
+                    Some(a.as_mut_slice())
+                }
+                _ => None,
+            };
             x = residual(&x, &l.cross_norm, pre, |h| {
-                l.cross.forward(h, k, v, mask, group)
+                l.cross.forward(h, k, v, mask, group, head_mean)
             })?;
             x = residual(&x, &l.ffn_norm, pre, |h| l.ffn.forward(h))?;
         }
@@ -375,6 +385,47 @@ impl Seq2SeqModel {
             (t, self.cfg.vocab_size),
             &self.device,
         )?)
+    }
+}
+
+impl Seq2SeqModel {
+    /// Reference for tests: the last decoder layer's cross-attention averaged over heads,
+    /// (T, S) row-major, of one uncached teacher-forced forward over `decoder_input_ids`
+    /// (causal self-attention over the whole sequence, tensor attention math throughout:
+    /// none of the decode-step kernels or caches that generation uses).
+    #[doc(hidden)]
+    pub fn reference_cross_attention(
+        &self,
+        input_ids: &[u32],
+        decoder_input_ids: &[u32],
+    ) -> Res<Vec<f32>> {
+        let (enc, mask) = self.encode(&[input_ids.to_vec()])?;
+        let t = decoder_input_ids.len();
+        let ids = Tensor::from_slice(decoder_input_ids, (1, t), &self.device)?;
+        let causal: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, t), &self.device)?;
+        let pre = self.cfg.normalize_before;
+        let mut x = self.dec_emb.forward(&self.lm_head, &ids, 0)?;
+        let mut out = vec![0f32; t * input_ids.len()];
+        let last = self.decoder.len().saturating_sub(1);
+        for (i, l) in self.decoder.iter().enumerate() {
+            x = residual(&x, &l.attn_norm, pre, |h| l.attn.forward(h, Some(&causal)))?;
+            let (k, v) = l.cross.project_kv(&enc)?;
+            let head_mean = (i == last).then_some(out.as_mut_slice());
+            x = residual(&x, &l.cross_norm, pre, |h| {
+                l.cross.forward(h, &k, &v, &mask, 1, head_mean)
+            })?;
+            x = residual(&x, &l.ffn_norm, pre, |h| l.ffn.forward(h))?;
+        }
+        Ok(out)
     }
 }
 
