@@ -131,3 +131,75 @@ fn only_the_rows_that_ask_get_an_alignment_and_generation_is_unchanged() {
         }
     }
 }
+
+/// Through the pipeline: a text run with alignment gives each segment its token alignment
+/// and a word alignment over the segment's source and translation; a text run without
+/// carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_segments_carry_their_alignment_when_asked() {
+    use tarjama::pipeline::{ModelInfo, SourceLanguage, Task, Translator};
+    use tarjama::scheduler::SchedulerConfig;
+    use tarjama::tokenizer::Tokenizer;
+
+    let model = load(MARIAN, None);
+    let tokenizer = Tokenizer::from_dir(Path::new(MARIAN)).unwrap();
+    let info = ModelInfo::describe(&model, Task::Translation, "fixture".into(), "0".into());
+    let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default()).unwrap();
+    let r = reference(MARIAN);
+    let text = r["batch"]["texts"].as_array().unwrap()[..3]
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let options = Default::default();
+    let plain = translator
+        .translate(text.clone(), SourceLanguage::Arabic, &options, None)
+        .await
+        .unwrap();
+    let prepared = translator
+        .prepare(text, SourceLanguage::Arabic)
+        .await
+        .unwrap()
+        .with_alignment();
+    let aligned = translator
+        .run(prepared, &options, None, None)
+        .await
+        .unwrap();
+    assert_eq!(aligned.text, plain.text);
+    assert!(aligned.segments.len() >= 3);
+    for (a, p) in aligned.segments.iter().zip(&plain.segments) {
+        assert!(p.alignment.is_none());
+        assert!(translator.word_alignment(p).is_err());
+        let tokens = a.alignment.as_ref().unwrap();
+        assert_eq!(tokens.target_len(), a.token_ids.len() - 1);
+        let words = translator.word_alignment(a).unwrap();
+        let source_words: Vec<&str> = words
+            .source_words()
+            .iter()
+            .map(|w| &a.source[w.clone()])
+            .collect();
+        assert_eq!(
+            source_words,
+            a.source.split_whitespace().collect::<Vec<_>>()
+        );
+        let target_words: Vec<&str> = words
+            .target_words()
+            .iter()
+            .map(|w| &a.translation[w.clone()])
+            .collect();
+        assert_eq!(
+            target_words,
+            a.translation.split_whitespace().collect::<Vec<_>>()
+        );
+        for s in 0..source_words.len() {
+            if let Some(t) = words.best_target(s) {
+                assert!(t < target_words.len());
+                let best = words.weight(s, t);
+                assert!((0..target_words.len()).all(|u| words.weight(s, u) <= best));
+            }
+        }
+        let all = words.target_span(0..source_words.len());
+        assert!(all.is_none_or(|r| r.end <= target_words.len()));
+    }
+    translator.shutdown();
+}

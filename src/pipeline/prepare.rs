@@ -136,14 +136,15 @@ impl Prepared {
     fn segment(&self, index: usize, out: Option<&SentenceOutput>) -> TranslatedSegment {
         let s = &self.document.segments[index];
         let (source_start, source_end) = self.normalized.segment_span(s);
-        let (translation, score, token_ids) = match out {
+        let (translation, score, token_ids, alignment) = match out {
             Some(o) => (
                 o.generation.text.clone(),
                 o.generation.score,
                 o.generation.ids.clone(),
+                o.generation.alignment.clone(),
             ),
             // Passed through untranslated.
-            None => (s.text.clone(), 0.0, Vec::new()),
+            None => (s.text.clone(), 0.0, Vec::new(), None),
         };
         TranslatedSegment {
             source: s.text.clone(),
@@ -154,6 +155,7 @@ impl Prepared {
             paragraph: s.paragraph,
             split: s.split != text::SplitKind::None,
             token_ids,
+            alignment,
         }
     }
 

@@ -74,6 +74,7 @@ fn generate_rows<B: Backend>(
     options: &crate::scheduler::GenerationOverrides,
 ) -> Result<Vec<Option<Generation>>, BackendError> {
     let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
+    let alignment: Vec<bool> = rows.iter().map(|r| r.alignment).collect();
     let cancelled = |row: usize| {
         shared.aborted.load(Ordering::Relaxed)
             || rows
@@ -81,7 +82,7 @@ fn generate_rows<B: Backend>(
                 .is_none_or(|r| r.state.is_dead(Instant::now()))
     };
     let outputs = catch_unwind(AssertUnwindSafe(|| {
-        backend.generate(&inputs, options, &cancelled)
+        backend.generate_aligned(&inputs, &alignment, options, &cancelled)
     }))
     .unwrap_or_else(|panic| Err(BackendError::Internal(panic_message(panic.as_ref()))))?;
     if outputs.len() != rows.len() {
