@@ -1,4 +1,13 @@
 //! Seq2seq inference engine (MarianMT / BART) on candle, with Hugging Face `generate` semantics.
+//!
+//! Alignment: [`generate_aligned`] also returns, for the inputs that ask, which source tokens
+//! each generated token came from ([`Alignment`]): the last decoder layer's cross-attention
+//! averaged over its heads, as Bergamot and fairseq read it. The decode-step attention kernel
+//! writes the head mean as it computes the softmax, so recording costs a few additions per
+//! source position; beam search keeps every step's rows with the beam parents and traces the
+//! final hypothesis back. Opt-in because the rows are held until a whole request is done
+//! (source × generated tokens per sentence); within one batch, rows that ask and rows that do
+//! not run together.
 
 pub mod bench;
 mod config;
