@@ -7,17 +7,21 @@ mod common;
 
 use common::engine::*;
 use std::path::Path;
-use tarjama::model::{generate_aligned, ComputeType, Device, Generated, Seq2SeqModel};
+use tarjama::model::{
+    generate_aligned, ComputeType, Device, Generated, GenerationParams, Seq2SeqModel,
+};
 
 /// Recorded vs reference rows, and batched vs alone.
 const TOL: f32 = 1e-5;
 
-fn models() -> Vec<(String, Seq2SeqModel)> {
+/// Both Marian fixtures, f32 and int8 (whose attention runs in f32 through the same kernel,
+/// after int8 projections).
+fn models() -> Vec<(&'static str, ComputeType, Seq2SeqModel)> {
     let mut out = Vec::new();
     for dir in [MARIAN, CONDITIONED_MARIAN] {
         for compute in [ComputeType::F32, ComputeType::Int8] {
             let model = Seq2SeqModel::load_as(Path::new(dir), &Device::Cpu, compute).unwrap();
-            out.push((format!("{dir} {compute}"), model));
+            out.push((dir, compute, model));
         }
     }
     out
@@ -25,25 +29,21 @@ fn models() -> Vec<(String, Seq2SeqModel)> {
 
 /// (mode name, parameters) from reference.json's generate kwargs.
 fn modes(
-    dir_model: &Seq2SeqModel,
+    model: &Seq2SeqModel,
     reference: &serde_json::Value,
-) -> Vec<(&'static str, tarjama::model::GenerationParams)> {
+) -> Vec<(&'static str, GenerationParams)> {
     let kwargs = &reference["generate_kwargs"];
     vec![
-        ("greedy", params(dir_model, &kwargs["greedy"])),
-        ("beam4", params(dir_model, &kwargs["beam4"])),
+        ("greedy", params(model, &kwargs["greedy"])),
+        ("beam4", params(model, &kwargs["beam4"])),
     ]
-}
-
-fn dir_of(name: &str) -> &str {
-    name.split(' ').next().unwrap()
 }
 
 fn run(
     model: &Seq2SeqModel,
     inputs: &[Vec<u32>],
     align: &[bool],
-    p: &tarjama::model::GenerationParams,
+    p: &GenerationParams,
 ) -> Vec<Generated> {
     generate_aligned(model, inputs, align, p, &never)
         .unwrap()
@@ -52,66 +52,62 @@ fn run(
         .collect()
 }
 
-#[test]
-fn recorded_alignment_is_the_last_layers_cross_attention() {
-    for (name, model) in models() {
-        let r = reference(dir_of(&name));
+/// Runs `check` on every fixture × compute type × mode, with a label, the model, the
+/// fixture's inputs and the mode's parameters.
+fn each_case(check: impl Fn(&str, &Seq2SeqModel, &[Vec<u32>], &GenerationParams)) {
+    for (dir, compute, model) in models() {
+        let r = reference(dir);
         let inputs = all_inputs(&r);
         for (mode, p) in modes(&model, &r) {
-            let out = run(&model, &inputs, &vec![true; inputs.len()], &p);
-            for (input, g) in inputs.iter().zip(&out) {
-                let a = g.alignment.as_ref().expect("alignment asked for");
-                assert_eq!(a.source_len(), input.len(), "{name} {mode}");
-                assert_eq!(a.target_len(), g.ids.len() - 1, "{name} {mode}");
-                let want = model
-                    .reference_cross_attention(input, &g.ids[..g.ids.len() - 1])
-                    .unwrap();
-                let d = max_abs_diff(a.weights(), &want);
-                assert!(d < TOL, "{name} {mode}: recorded vs reference {d}");
-            }
+            check(&format!("{dir} {compute} {mode}"), &model, &inputs, &p);
         }
     }
+}
+
+#[test]
+fn recorded_alignment_is_the_last_layers_cross_attention() {
+    each_case(|case, model, inputs, p| {
+        let out = run(model, inputs, &vec![true; inputs.len()], p);
+        for (input, g) in inputs.iter().zip(&out) {
+            let a = g.alignment.as_ref().expect("alignment asked for");
+            assert_eq!(a.source_len(), input.len(), "{case}");
+            assert_eq!(a.target_len(), g.ids.len() - 1, "{case}");
+            let want = model
+                .reference_cross_attention(input, &g.ids[..g.ids.len() - 1])
+                .unwrap();
+            let d = max_abs_diff(a.weights(), &want);
+            assert!(d < TOL, "{case}: recorded vs reference {d}");
+        }
+    });
 }
 
 #[test]
 fn rows_are_distributions_over_the_real_source_tokens() {
-    for (name, model) in models() {
-        let r = reference(dir_of(&name));
-        let inputs = all_inputs(&r);
-        for (mode, p) in modes(&model, &r) {
-            for g in run(&model, &inputs, &vec![true; inputs.len()], &p) {
-                let a = g.alignment.unwrap();
-                for row in a.rows() {
-                    assert!(
-                        row.iter().all(|&w| (0.0..=1.0).contains(&w)),
-                        "{name} {mode}"
-                    );
-                    let sum: f32 = row.iter().sum();
-                    assert!((sum - 1.0).abs() < TOL, "{name} {mode}: row sums to {sum}");
-                }
+    each_case(|case, model, inputs, p| {
+        for g in run(model, inputs, &vec![true; inputs.len()], p) {
+            for row in g.alignment.unwrap().rows() {
+                assert!(row.iter().all(|&w| (0.0..=1.0).contains(&w)), "{case}");
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < TOL, "{case}: row sums to {sum}");
             }
         }
-    }
+    });
 }
 
 #[test]
 fn batched_equals_alone_and_runs_repeat_exactly() {
-    for (name, model) in models() {
-        let r = reference(dir_of(&name));
-        let inputs = all_inputs(&r);
-        for (mode, p) in modes(&model, &r) {
-            let all = vec![true; inputs.len()];
-            let batched = run(&model, &inputs, &all, &p);
-            assert_eq!(batched, run(&model, &inputs, &all, &p), "{name} {mode}");
-            for (input, b) in inputs.iter().zip(&batched) {
-                let alone = run(&model, std::slice::from_ref(input), &[true], &p).remove(0);
-                assert_eq!(alone.ids, b.ids, "{name} {mode}");
-                let (x, y) = (alone.alignment.unwrap(), b.alignment.clone().unwrap());
-                let d = max_abs_diff(x.weights(), y.weights());
-                assert!(d < TOL, "{name} {mode}: batched vs alone {d}");
-            }
+    each_case(|case, model, inputs, p| {
+        let all = vec![true; inputs.len()];
+        let batched = run(model, inputs, &all, p);
+        assert_eq!(batched, run(model, inputs, &all, p), "{case}");
+        for (input, b) in inputs.iter().zip(&batched) {
+            let alone = run(model, std::slice::from_ref(input), &[true], p).remove(0);
+            assert_eq!(alone.ids, b.ids, "{case}");
+            let (x, y) = (alone.alignment.unwrap(), b.alignment.clone().unwrap());
+            let d = max_abs_diff(x.weights(), y.weights());
+            assert!(d < TOL, "{case}: batched vs alone {d}");
         }
-    }
+    });
 }
 
 #[test]
@@ -173,33 +169,23 @@ async fn translated_segments_carry_their_alignment_when_asked() {
         let tokens = a.alignment.as_ref().unwrap();
         assert_eq!(tokens.target_len(), a.token_ids.len() - 1);
         let words = translator.word_alignment(a).unwrap();
-        let source_words: Vec<&str> = words
-            .source_words()
-            .iter()
-            .map(|w| &a.source[w.clone()])
-            .collect();
-        assert_eq!(
-            source_words,
-            a.source.split_whitespace().collect::<Vec<_>>()
-        );
-        let target_words: Vec<&str> = words
-            .target_words()
-            .iter()
-            .map(|w| &a.translation[w.clone()])
-            .collect();
-        assert_eq!(
-            target_words,
-            a.translation.split_whitespace().collect::<Vec<_>>()
-        );
-        for s in 0..source_words.len() {
+        // The words are the texts' whitespace-separated runs.
+        let check_words = |ranges: &[std::ops::Range<usize>], text: &str| {
+            let got: Vec<&str> = ranges.iter().map(|w| &text[w.clone()]).collect();
+            assert_eq!(got, text.split_whitespace().collect::<Vec<_>>());
+            ranges.len()
+        };
+        let sources = check_words(words.source_words(), &a.source);
+        let targets = check_words(words.target_words(), &a.translation);
+        for s in 0..sources {
             if let Some(t) = words.best_target(s) {
-                assert!(t < target_words.len());
+                assert!(t < targets);
                 let best = words.weight(s, t);
-                assert!((0..target_words.len()).all(|u| words.weight(s, u) <= best));
+                assert!((0..targets).all(|u| words.weight(s, u) <= best));
             }
         }
-        let all = words.target_span(0..source_words.len());
-        assert!(all.is_none_or(|r| r.end <= target_words.len()));
+        let all = words.target_span(0..sources);
+        assert!(all.is_none_or(|r| r.end <= targets));
     }
     translator.shutdown();
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::model::GenerationOverrides;
 use crate::model::{Alignment, GenerationParams, ModelError, Seq2SeqModel};
-use crate::scheduler::{Backend, BackendError, Generation, ModelLimits};
+use crate::scheduler::{Backend, BackendError, BatchInput, Generation, ModelLimits};
 use crate::tokenizer::Tokenizer;
 
 pub struct ModelBackend {
@@ -54,16 +54,19 @@ impl Backend for ModelBackend {
         options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
-        self.generate_aligned(inputs, &[], options, cancelled)
+        self.generate_batch(BatchInput::new(inputs, options, cancelled))
     }
 
-    fn generate_aligned(
+    fn generate_batch(
         &mut self,
-        inputs: &[Vec<u32>],
-        alignment: &[bool],
-        options: &GenerationOverrides,
-        cancelled: &dyn Fn(usize) -> bool,
+        batch: BatchInput<'_>,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
+        let BatchInput {
+            inputs,
+            alignment,
+            options,
+            cancelled,
+        } = batch;
         let params = self.defaults.with_overrides(options);
         let model = &self.model;
         let generated = crate::model::generate_aligned(

@@ -400,10 +400,7 @@ impl Translator {
         let options = self.engine.request_options(options);
         let scheduler = &self.engine.scheduler;
         let inputs = prepared.model_inputs();
-        let mut ticket = match alignment {
-            true => scheduler.submit_aligned(inputs, options, deadline)?,
-            false => scheduler.submit(inputs, options, deadline)?,
-        };
+        let mut ticket = scheduler.submit_with(inputs, options, deadline, alignment)?;
         let mut outputs = Outputs::new(ticket.len());
         let mut next_paragraph = 0;
         while let Some(out) = ticket.next().await {

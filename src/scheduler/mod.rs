@@ -29,8 +29,8 @@ pub struct Generation {
     pub ids: Vec<u32>,
     pub text: String,
     pub score: f32,
-    /// The generated tokens' alignment to the input's, for rows submitted with
-    /// [`Scheduler::submit_aligned`].
+    /// The generated tokens' alignment to the input's, for rows submitted with alignment
+    /// ([`Scheduler::submit_with`]).
     pub alignment: Option<Alignment>,
 }
 
@@ -133,6 +133,32 @@ impl ModelLimits {
     }
 }
 
+/// One batch as [`Backend::generate_batch`] runs it.
+pub struct BatchInput<'a> {
+    pub inputs: &'a [Vec<u32>],
+    /// Whether each row wants its alignment (missing entries: no).
+    pub alignment: &'a [bool],
+    pub options: &'a GenerationOverrides,
+    /// Polled every decoding step, as in [`Backend::generate`].
+    pub cancelled: &'a dyn Fn(usize) -> bool,
+}
+
+impl<'a> BatchInput<'a> {
+    /// No row wants its alignment.
+    pub fn new(
+        inputs: &'a [Vec<u32>],
+        options: &'a GenerationOverrides,
+        cancelled: &'a dyn Fn(usize) -> bool,
+    ) -> Self {
+        Self {
+            inputs,
+            alignment: &[],
+            options,
+            cancelled,
+        }
+    }
+}
+
 /// The model side of the scheduler: runs one batch. Implemented by the real engine
 /// ([`crate::pipeline::ModelBackend`]) and by test doubles.
 pub trait Backend: Send + 'static {
@@ -145,17 +171,13 @@ pub trait Backend: Send + 'static {
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError>;
 
-    /// As [`Backend::generate`]; rows with `alignment[row]` also return their
+    /// As [`Backend::generate`]; rows with `batch.alignment[row]` also return their
     /// [`Generation::alignment`]. Backends that cannot align return none.
-    fn generate_aligned(
+    fn generate_batch(
         &mut self,
-        inputs: &[Vec<u32>],
-        alignment: &[bool],
-        options: &GenerationOverrides,
-        cancelled: &dyn Fn(usize) -> bool,
+        batch: BatchInput<'_>,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
-        let _ = alignment;
-        self.generate(inputs, options, cancelled)
+        self.generate(batch.inputs, batch.options, batch.cancelled)
     }
 
     /// What the model accepts and what its rows cost; asked once, at start.
@@ -332,18 +354,9 @@ impl Scheduler {
         self.submit_with(sentences, options, deadline, false)
     }
 
-    /// As [`Scheduler::submit`]; each sentence's [`Generation`] also carries its alignment.
-    /// Such sentences batch with any others of the same options.
-    pub fn submit_aligned(
-        &self,
-        sentences: Vec<Vec<u32>>,
-        options: GenerationOverrides,
-        deadline: Option<Instant>,
-    ) -> Result<Ticket, SchedulerError> {
-        self.submit_with(sentences, options, deadline, true)
-    }
-
-    fn submit_with(
+    /// As [`Scheduler::submit`]; with `alignment`, each sentence's [`Generation`] also
+    /// carries its alignment (such sentences batch with any others of the same options).
+    pub fn submit_with(
         &self,
         sentences: Vec<Vec<u32>>,
         options: GenerationOverrides,
