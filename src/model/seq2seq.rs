@@ -452,3 +452,31 @@ fn load_decoder_layer(ws: &mut dyn WeightSource, cfg: &ModelConfig, i: usize) ->
         ffn_norm: LayerNorm::load(ws, &format!("{p}.final_layer_norm"), d)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows read by `generate_aligned` are exactly 0 on batch padding and sum to 1 over the
+    /// input's own tokens, for grouped (beam) rows too.
+    #[test]
+    fn recorded_rows_are_zero_on_padding() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-marian-ar-en");
+        let model = Seq2SeqModel::load(&dir, &Device::Cpu).unwrap();
+        let inputs = vec![vec![5, 6, 7, 8, 0], vec![9, 0]];
+        let (enc, mask) = model.encode(&inputs).unwrap();
+        let mut state = model.start_decoder(&enc, &mask, 4, 2).unwrap();
+        state.record_alignment();
+        for token in [565, 10, 11] {
+            model.decode_step(&mut state, &[token; 4]).unwrap();
+            let (rows, width) = state.step_alignment().unwrap().unwrap();
+            assert_eq!((rows.len(), width), (4 * 5, 5));
+            for (r, row) in rows.chunks(width).enumerate() {
+                let real = inputs[r / 2].len();
+                assert!(row[real..].iter().all(|&w| w == 0.0), "row {r}: {row:?}");
+                let sum: f32 = row[..real].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "row {r} sums to {sum}");
+            }
+        }
+    }
+}
