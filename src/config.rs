@@ -317,6 +317,10 @@ pub struct BenchArgs {
     /// of in workload order (as the CTranslate2 baseline runs them).
     #[arg(long)]
     pub sorted: bool,
+    /// Also run each mode recording every sentence's source alignment (reported as
+    /// `<mode>+align`, right after the mode), to measure what recording costs.
+    #[arg(long)]
+    pub alignment: bool,
     /// Instead: summary latency (600-token article → 60 tokens, beam 4, distilbart-cnn-shaped
     /// random model) and extractive latency.
     #[arg(long)]

@@ -350,6 +350,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         modes,
         args.sorted,
         args.compute_type,
+        args.alignment,
     )
     .context("benchmark failed")?;
     for r in &results {

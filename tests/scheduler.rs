@@ -54,6 +54,7 @@ fn expected(ids: &[u32]) -> Generation {
         text: format!("{out:?}"),
         score: -(ids.len() as f32),
         ids: out,
+        alignment: None,
     }
 }
 

@@ -286,3 +286,53 @@ fn tokenizer_is_send_and_sync() {
     check::<Tokenizer>();
     check::<TokenizerError>();
 }
+
+/// Each reference piece's byte range holds the text the piece was made from: normalised,
+/// without the space symbol, it is the piece; a lone `▁` and `</s>` get empty ranges.
+#[test]
+fn marian_source_offsets_match_reference_pieces() {
+    let tok = marian();
+    let spm = tok.source_spm();
+    let letters = |s: &str| s.replace(['\u{2581}', ' '], "");
+    for case in reference("tiny-marian-ar-en")["tokenize"]
+        .as_array()
+        .unwrap()
+    {
+        let text = case["text"].as_str().unwrap();
+        let (ids, ranges) = tok.encode_with_offsets(text);
+        assert_eq!(ids, self::ids(&case["ids"]), "ids of {text}");
+        let pieces = case["pieces"].as_array().unwrap();
+        assert_eq!(ranges.len(), pieces.len() + 1);
+        for (piece, r) in pieces.iter().zip(&ranges) {
+            let piece = letters(piece.as_str().unwrap());
+            assert_eq!(
+                letters(&spm.normalize(&text[r.clone()])),
+                piece,
+                "{text}: {r:?}"
+            );
+            assert_eq!(r.is_empty(), piece.is_empty(), "{text}: {r:?}");
+        }
+        let eos = ranges.last().unwrap();
+        assert_eq!(eos.clone(), text.len()..text.len());
+    }
+}
+
+/// Each generated token's range holds its piece's text; special tokens get empty ranges.
+#[test]
+fn marian_target_offsets_match_reference_decodes() {
+    let tok = marian();
+    let r = reference("tiny-marian-ar-en");
+    for c in r["decode"].as_array().unwrap() {
+        let ids = ids(&c["ids"]);
+        let (text, ranges) = tok.decode_with_offsets(&ids);
+        assert_eq!(text, c["text"].as_str().unwrap());
+        for (&id, range) in ids.iter().zip(&ranges) {
+            let piece = tok.id_piece(id).unwrap();
+            let want = match id == tok.eos_id() || Some(id) == tok.pad_id() {
+                true => String::new(),
+                false => piece.replace('\u{2581}', " ").trim().to_owned(),
+            };
+            assert_eq!(&text[range.clone()], want, "id {id} of {ids:?}");
+        }
+    }
+}

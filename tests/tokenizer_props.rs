@@ -214,3 +214,94 @@ fn hundred_thousand_characters() {
     let b = bart().encode(&s).unwrap();
     assert_eq!(bart().decode(&b, true).unwrap(), s);
 }
+
+/// Token ranges are in order, do not overlap, lie on character boundaries within the text,
+/// and together hold every non-whitespace character of it.
+fn check_ranges(text: &str, ranges: &[std::ops::Range<usize>]) -> Result<(), TestCaseError> {
+    let mut end = 0;
+    for r in ranges {
+        prop_assert!(
+            end <= r.start && r.start <= r.end && r.end <= text.len(),
+            "{r:?} after {end}"
+        );
+        prop_assert!(text.is_char_boundary(r.start) && text.is_char_boundary(r.end));
+        end = r.end;
+    }
+    for (i, c) in text.char_indices().filter(|(_, c)| !c.is_whitespace()) {
+        prop_assert!(
+            ranges.iter().any(|r| r.contains(&i)),
+            "{c:?} at {i} in no token"
+        );
+    }
+    Ok(())
+}
+
+/// `s` normalised by the source spm, without its space symbols and spaces.
+fn normalized_letters(s: &str) -> String {
+    let norm = marian().source_spm().normalize(s);
+    norm.chars()
+        .filter(|&c| c != '\u{2581}' && !c.is_whitespace())
+        .collect()
+}
+
+/// Ids for the decoder: any id of the vocabulary.
+fn marian_ids() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(0..marian().vocab_size() as u32, 0..40)
+}
+
+fn bart_ids() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(0..bart().vocab_size() as u32, 0..40)
+}
+
+/// `decode_with_offsets`, checked: the text `decode` gives, one range per id, in order.
+fn decode_checked(
+    tok: &Tokenizer,
+    ids: &[u32],
+) -> Result<(String, Vec<std::ops::Range<usize>>), TestCaseError> {
+    let (text, ranges) = tok.decode_with_offsets(ids).unwrap();
+    prop_assert_eq!(&text, &tok.decode(ids, true).unwrap());
+    prop_assert_eq!(ranges.len(), ids.len());
+    check_ranges(&text, &ranges)?;
+    Ok((text, ranges))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn source_offsets_cover_the_text_in_order(s in hostile_text(), v in vocab_text()) {
+        for text in [&s, &v] {
+            for tok in [marian_any(), bart()] {
+                let (ids, ranges) = tok.encode_with_offsets(text).unwrap();
+                prop_assert_eq!(&ids, &tok.encode(text).unwrap());
+                prop_assert_eq!(ranges.len(), ids.len());
+                check_ranges(text, &ranges)?;
+            }
+            // Marian: the tokens' texts, normalised, are the normalised text, split.
+            let (_, ranges) = marian_any().encode_with_offsets(text).unwrap();
+            let parts: String = ranges.iter().map(|r| normalized_letters(&text[r.clone()])).collect();
+            prop_assert_eq!(parts, normalized_letters(text));
+        }
+    }
+
+    #[test]
+    fn marian_target_offsets_are_each_pieces_text(ids in marian_ids()) {
+        let (text, ranges) = decode_checked(marian_any(), &ids)?;
+        let m = marian();
+        let special = [Some(m.eos_id()), Some(m.unk_id()), m.pad_id()];
+        for (id, r) in ids.iter().zip(&ranges) {
+            let expected = match m.id_piece(*id) {
+                Some(p) if !special.contains(&Some(*id)) => {
+                    m.source_spm().decode_pieces(&[p]).replace('\u{2581}', " ")
+                }
+                _ => String::new(),
+            };
+            prop_assert_eq!(&text[r.clone()], expected.trim(), "id {}", id);
+        }
+    }
+
+    #[test]
+    fn bart_target_offsets_cover_the_decoded_text(ids in bart_ids()) {
+        decode_checked(bart(), &ids)?;
+    }
+}

@@ -82,17 +82,26 @@ pub fn run_bench(
     workload_json: &str,
     modes: Option<&[String]>,
 ) -> Result<Vec<BenchResult>, ModelError> {
-    run_bench_with(config_json, workload_json, modes, false, ComputeType::F32)
+    run_bench_with(
+        config_json,
+        workload_json,
+        modes,
+        false,
+        ComputeType::F32,
+        false,
+    )
 }
 
 /// As [`run_bench`]; `length_sorted` groups sentences by source length before batching; the
-/// linear layers compute in `compute`.
+/// linear layers compute in `compute`; with `alignment`, each mode runs a second time right
+/// after the first (named `<mode>+align`) recording every sentence's alignment.
 pub fn run_bench_with(
     config_json: &str,
     workload_json: &str,
     modes: Option<&[String]>,
     length_sorted: bool,
     compute: ComputeType,
+    alignment: bool,
 ) -> Result<Vec<BenchResult>, ModelError> {
     let cfg = ModelConfig::from_json_str(config_json)?;
     let wl: Workload = serde_json::from_str(workload_json)
@@ -109,7 +118,10 @@ pub fn run_bench_with(
         if modes.is_some_and(|m| !m.iter().any(|n| n == &mode.name)) {
             continue;
         }
-        results.push(run_mode(&model, &sentences, mode)?);
+        results.push(run_mode(&model, &sentences, mode, false)?);
+        if alignment {
+            results.push(run_mode(&model, &sentences, mode, true)?);
+        }
     }
     Ok(results)
 }
@@ -139,6 +151,7 @@ fn run_mode(
     model: &Seq2SeqModel,
     sentences: &[(Vec<u32>, usize)],
     mode: &BenchMode,
+    alignment: bool,
 ) -> Result<BenchResult, ModelError> {
     let base = model.generation_defaults();
     let cpu0 = process_cpu_seconds();
@@ -153,14 +166,19 @@ fn run_mode(
         p.min_length = n + 1;
         p.early_stopping = false;
         let inputs: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
-        super::generate(model, &inputs, &p, &|_| false)?;
+        let align = vec![alignment; inputs.len()];
+        super::generate_aligned(model, &inputs, &align, &p, &|_| false)?;
         tokens += chunk.iter().map(|(_, t)| t).sum::<usize>();
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds().zip(cpu0).map(|(a, b)| a - b);
     Ok(BenchResult {
         cpu_seconds,
-        mode: mode.name.clone(),
+        mode: if alignment {
+            format!("{}+align", mode.name)
+        } else {
+            mode.name.clone()
+        },
         tokens,
         seconds,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),

@@ -3,12 +3,17 @@
 //! Rows that finish or are cancelled leave the decoder batch. Beam reordering copies nothing:
 //! each row keeps writing its own cache slot and the ancestry table records which physical
 //! row holds each step of each beam; caches are materialised only when rows leave.
+//!
+//! Alignment (opt-in per input, [`generate_aligned`]): when some input of the batch asks for
+//! it, each step keeps the last decoder layer's cross-attention averaged over heads (written
+//! by the attention kernel as it runs); greedy rows append their row every step, beam inputs
+//! keep every step's beam rows and parents and trace the final hypothesis back through them.
 
 use super::config::GenerationParams;
 use super::kv_cache::DecoderState;
 use super::logits::{argmax, log_softmax_in_place, Processors};
 use super::seq2seq::Seq2SeqModel;
-use super::{Generated, ModelError, Res};
+use super::{Alignment, Generated, ModelError, Res};
 
 use rayon::prelude::*;
 
@@ -22,6 +27,18 @@ const INITIAL_CACHE: usize = super::kv_cache::CACHE_STEP;
 pub fn generate(
     model: &Seq2SeqModel,
     inputs: &[Vec<u32>],
+    params: &GenerationParams,
+    cancelled: &dyn Fn(usize) -> bool,
+) -> Res<Vec<Option<Generated>>> {
+    generate_aligned(model, inputs, &[], params, cancelled)
+}
+
+/// As [`generate`]; input `i` also gets its [`Alignment`] when `align[i]` is true (missing
+/// entries are false). Inputs that ask and inputs that do not share one batch.
+pub fn generate_aligned(
+    model: &Seq2SeqModel,
+    inputs: &[Vec<u32>],
+    align: &[bool],
     params: &GenerationParams,
     cancelled: &dyn Fn(usize) -> bool,
 ) -> Res<Vec<Option<Generated>>> {
@@ -61,6 +78,15 @@ pub fn generate(
     let (enc, mask) = model.encode(&batch)?;
     let cap = max_length.clamp(1, INITIAL_CACHE);
     let mut state = model.start_decoder(&enc, &mask, cap, params.num_beams)?;
+    let aligned = |i: usize| align.get(i).copied().unwrap_or(false);
+    if live.iter().any(|&i| aligned(i)) {
+        state.record_alignment();
+    }
+    // Per live input: its source length when it wants its alignment.
+    let align: Vec<Option<usize>> = live
+        .iter()
+        .map(|&i| aligned(i).then_some(inputs[i].len()))
+        .collect();
     let procs = Processors::new(params, max_length);
     let search = Search {
         model,
@@ -73,9 +99,9 @@ pub fn generate(
         cancelled,
     };
     if params.num_beams == 1 {
-        search.greedy(&mut state, &live, &mut results)?;
+        search.greedy(&mut state, &live, &align, &mut results)?;
     } else {
-        search.beam(&mut state, &live, &mut results)?;
+        search.beam(&mut state, &live, &align, &mut results)?;
     }
     Ok(results)
 }
@@ -103,6 +129,18 @@ struct GreedyRow {
     input: usize,
     seq: Vec<u32>,
     score: f32,
+    /// The rows so far, when this input wants its alignment.
+    alignment: Option<Alignment>,
+}
+
+impl GreedyRow {
+    fn generated(&mut self, score: f32) -> Generated {
+        Generated {
+            ids: self.seq.clone(),
+            score,
+            alignment: self.alignment.take(),
+        }
+    }
 }
 
 impl Search<'_> {
@@ -110,15 +148,18 @@ impl Search<'_> {
         &self,
         state: &mut DecoderState,
         live: &[usize],
+        align: &[Option<usize>],
         out: &mut [Option<Generated>],
     ) -> Res<()> {
         let start = self.ctx.params.decoder_start_token_id;
         let mut rows: Vec<GreedyRow> = live
             .iter()
-            .map(|&input| GreedyRow {
+            .zip(align)
+            .map(|(&input, &source_len)| GreedyRow {
                 input,
                 seq: vec![start],
                 score: 0.0,
+                alignment: source_len.map(Alignment::empty),
             })
             .collect();
         let mut cur_len = 1;
@@ -130,6 +171,13 @@ impl Search<'_> {
             }
             let tokens: Vec<u32> = rows.iter().map(|r| r.seq[r.seq.len() - 1]).collect();
             let mut logits = self.model.decode_step(state, &tokens)?;
+            if let Some((step, width)) = state.step_alignment()? {
+                for (r, row) in rows.iter_mut().enumerate() {
+                    if let Some(a) = &mut row.alignment {
+                        a.push_row(&step[r * width..(r + 1) * width]);
+                    }
+                }
+            }
             let ctx = &self.ctx;
             rows.par_iter_mut()
                 .zip(logits.par_chunks_mut(ctx.vocab))
@@ -142,26 +190,20 @@ impl Search<'_> {
                 });
             cur_len += 1;
             let mut keep = Vec::with_capacity(rows.len());
-            for r in &rows {
+            for r in &mut rows {
                 let done = r.seq[cur_len - 1] == self.ctx.params.eos_token_id
                     || cur_len >= self.ctx.max_length;
                 if done {
                     let score = normalise(r.score, r.seq.len() - 1, self.ctx.params.length_penalty);
-                    out[r.input] = Some(Generated {
-                        ids: r.seq.clone(),
-                        score,
-                    });
+                    out[r.input] = Some(r.generated(score));
                 }
                 keep.push(!done);
             }
             retain_rows(state, &mut rows, &keep)?;
         }
-        for r in rows {
+        for mut r in rows {
             // Only reached when max_length <= 1: nothing to generate.
-            out[r.input] = Some(Generated {
-                ids: r.seq,
-                score: 0.0,
-            });
+            out[r.input] = Some(r.generated(0.0));
         }
         Ok(())
     }
@@ -170,11 +212,16 @@ impl Search<'_> {
         &self,
         state: &mut DecoderState,
         live: &[usize],
+        align: &[Option<usize>],
         out: &mut [Option<Generated>],
     ) -> Res<()> {
         let nb = self.ctx.params.num_beams;
         let start = self.ctx.params.decoder_start_token_id;
-        let mut items: Vec<BeamItem> = live.iter().map(|&i| BeamItem::new(i, nb, start)).collect();
+        let mut items: Vec<BeamItem> = live
+            .iter()
+            .zip(align)
+            .map(|(&i, &source_len)| BeamItem::new(i, nb, start, source_len))
+            .collect();
         let mut cur_len = 1;
         while cur_len < self.ctx.max_length && !items.is_empty() {
             let keep: Vec<bool> = items.iter().map(|it| !(self.cancelled)(it.input)).collect();
@@ -196,6 +243,13 @@ impl Search<'_> {
                 .flat_map(|it| it.running.iter().map(|h| h.seq[h.seq.len() - 1]))
                 .collect();
             let mut logits = self.model.decode_step(state, &tokens)?;
+            if let Some((step, width)) = state.step_alignment()? {
+                for (it, rows) in items.iter_mut().zip(step.chunks(nb * width)) {
+                    if let Some(h) = &mut it.history {
+                        h.push_step(rows, width);
+                    }
+                }
+            }
             let ctx = &self.ctx;
             let sources: Vec<Vec<u32>> = items
                 .par_iter_mut()
@@ -204,7 +258,10 @@ impl Search<'_> {
                 .collect();
             cur_len += 1;
             let mut keep = Vec::with_capacity(items.len());
-            for it in &mut items {
+            for (it, sources) in items.iter_mut().zip(&sources) {
+                if let Some(h) = &mut it.history {
+                    h.parents.push(sources.clone());
+                }
                 let done =
                     it.update_heuristic(cur_len, self.ctx.params) || cur_len >= self.ctx.max_length;
                 if done {
@@ -314,6 +371,46 @@ struct Hyp {
     seq: Vec<u32>,
     score: f32,
     finished: bool,
+    /// The running beam whose step produced the last token (0 before the first step).
+    beam: u32,
+}
+
+/// One beam input's cross-attention rows of every step, and the ancestry that says which
+/// of them belong to a hypothesis: running beam `b` of step `s + 1` continued beam
+/// `parents[s][b]` of step `s`.
+struct AlignHistory {
+    source_len: usize,
+    /// Per step, num_beams rows of `source_len`.
+    steps: Vec<Vec<f32>>,
+    parents: Vec<Vec<u32>>,
+}
+
+impl AlignHistory {
+    /// Keeps this step's rows (`width` padded source positions each) without the padding.
+    fn push_step(&mut self, rows: &[f32], width: usize) {
+        let n = self.source_len;
+        self.steps
+            .push(rows.chunks(width).flat_map(|r| &r[..n]).copied().collect());
+    }
+
+    /// The rows of `h`, step by step from its last one back along its parents.
+    fn trace(&self, h: &Hyp) -> Alignment {
+        let n = self.source_len;
+        let steps = h.seq.len() - 1;
+        let mut weights = vec![0f32; steps * n];
+        let mut beam = h.beam as usize;
+        for s in (0..steps).rev() {
+            let row = &self.steps[s][beam * n..(beam + 1) * n];
+            weights[s * n..(s + 1) * n].copy_from_slice(row);
+            if s > 0 {
+                beam = self.parents[s - 1][beam] as usize;
+            }
+        }
+        Alignment {
+            source_len: n,
+            weights,
+        }
+    }
 }
 
 /// Beam state of one input: running beams and the num_beams best-finished slots.
@@ -322,37 +419,45 @@ struct BeamItem {
     running: Vec<Hyp>,
     slots: Vec<Hyp>,
     heuristic_unsatisfied: bool,
+    /// When this input wants its alignment.
+    history: Option<AlignHistory>,
 }
 
 impl BeamItem {
-    fn new(input: usize, nb: usize, start: u32) -> Self {
+    fn new(input: usize, nb: usize, start: u32, align_source_len: Option<usize>) -> Self {
+        let hyp = |score| Hyp {
+            seq: vec![start],
+            score,
+            finished: false,
+            beam: 0,
+        };
         let running = (0..nb)
-            .map(|b| Hyp {
-                seq: vec![start],
-                score: if b == 0 { 0.0 } else { NEG },
-                finished: false,
-            })
+            .map(|b| hyp(if b == 0 { 0.0 } else { NEG }))
             .collect();
-        let slots = vec![
-            Hyp {
-                seq: vec![start],
-                score: NEG,
-                finished: false
-            };
-            nb
-        ];
+        let history = align_source_len.map(|source_len| AlignHistory {
+            source_len,
+            steps: Vec::new(),
+            parents: Vec::new(),
+        });
         Self {
             input,
             running,
-            slots,
+            slots: vec![hyp(NEG); nb],
             heuristic_unsatisfied: true,
+            history,
         }
     }
 
-    fn extend(&self, c: &Candidate) -> Vec<u32> {
+    /// The running hypothesis candidate `c` extends, with its token.
+    fn extend(&self, c: &Candidate, score: f32, finished: bool) -> Hyp {
         let mut seq = self.running[c.beam].seq.clone();
         seq.push(c.token);
-        seq
+        Hyp {
+            seq,
+            score,
+            finished,
+            beam: c.beam as u32,
+        }
     }
 
     /// transformers' `_update_finished_beams`: merge just-finished candidates into the slots.
@@ -373,11 +478,7 @@ impl BeamItem {
             }
             // Masked candidates can never outrank a real slot; skip cloning them.
             if s > NEG {
-                merged.push(Hyp {
-                    seq: self.extend(c),
-                    score: s,
-                    finished,
-                });
+                merged.push(self.extend(c, s, finished));
             }
         }
         merged.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -406,11 +507,7 @@ impl BeamItem {
         order.truncate(nb);
         let running = order
             .iter()
-            .map(|&(score, i)| Hyp {
-                seq: self.extend(&cands[i]),
-                score,
-                finished: false,
-            })
+            .map(|&(score, i)| self.extend(&cands[i], score, false))
             .collect();
         let sources = order.iter().map(|&(_, i)| cands[i].beam as u32).collect();
         self.running = running;
@@ -435,15 +532,14 @@ impl BeamItem {
     }
 
     fn best(&self) -> Generated {
-        match self.slots.first() {
-            Some(s) if s.finished => Generated {
-                ids: s.seq.clone(),
-                score: s.score,
-            },
-            _ => Generated {
-                ids: self.running[0].seq.clone(),
-                score: self.running[0].score,
-            },
+        let best = match self.slots.first() {
+            Some(s) if s.finished => s,
+            _ => &self.running[0],
+        };
+        Generated {
+            ids: best.seq.clone(),
+            score: best.score,
+            alignment: self.history.as_ref().map(|h| h.trace(best)),
         }
     }
 }

@@ -140,9 +140,24 @@ pub(crate) struct DecoderState {
     pub(super) group: usize,
     pub rows: usize,
     pub pos: usize,
+    /// When recording: the last step's last-layer cross-attention averaged over heads,
+    /// (rows, padded source length) row-major. See [`DecoderState::record_alignment`].
+    pub(super) alignment: Option<Vec<f32>>,
 }
 
 impl DecoderState {
+    /// From the next step on, keep each step's cross-attention for [`Self::step_alignment`].
+    pub fn record_alignment(&mut self) {
+        self.alignment.get_or_insert_with(Vec::new);
+    }
+
+    /// The last step's alignment rows and their width (the padded source length), when
+    /// recording.
+    pub fn step_alignment(&self) -> Res<Option<(&[f32], usize)>> {
+        let width = self.cross_mask.dim(3)?;
+        Ok(self.alignment.as_deref().map(|a| (a, width)))
+    }
+
     /// Keeps the given rows in the given order (beam reorder, dropping finished rows). Rows
     /// must stay grouped by input: `rows[g*group..(g+1)*group]` all come from one input.
     pub fn select_rows(&mut self, rows: &[u32]) -> Res<()> {

@@ -177,13 +177,31 @@ impl LayerNorm {
 
 /// Scaled dot-product attention on (B, H, T, hd) tensors; `mask` is additive and broadcast.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res<Tensor> {
+    Ok(attention_weights(q, k, mask, scale)?.matmul(v)?)
+}
+
+/// softmax(q·Kᵀ·scale + mask) on (B, H, T, hd) tensors -> (B, H, T, S).
+fn attention_weights(q: &Tensor, k: &Tensor, mask: Option<&Tensor>, scale: f64) -> Res<Tensor> {
     let scores = (q.matmul(&k.t()?)? * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(probs.matmul(v)?)
+    Ok(candle_nn::ops::softmax_last_dim(&scores)?)
+}
+
+/// Attention weights (B, H, T, S) averaged over heads into `out`, row-major (B·T, S).
+fn write_head_mean(weights: &Tensor, out: &mut [f32]) -> Res<()> {
+    let mean = weights.mean(1)?.flatten_all()?.to_vec1::<f32>()?;
+    if mean.len() != out.len() {
+        return Err(ModelError::Input(format!(
+            "attention head mean: {} weights for a buffer of {}",
+            mean.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(&mean);
+    Ok(())
 }
 
 /// Decoding steps on f32 CPU tensors use the fused kernel of `kernels::decode_attention` (the
@@ -262,7 +280,7 @@ impl SelfAttention {
             let scale = self.scale() as f32;
             let rows = KvRows::Traced(ancestry.rows());
             let ctx =
-                super::kernels::decode_attention(&q, &cache.k, &cache.v, len, rows, None, scale)?;
+                kernels::decode_attention(&q, &cache.k, &cache.v, len, rows, None, scale, None)?;
             return self.out.forward(&ctx);
         }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
@@ -301,8 +319,10 @@ impl CrossAttention {
         Ok((k, v))
     }
 
-    /// `x` (R, 1, d) decoder rows, `group` consecutive rows per source; `k`/`v`
-    /// (R / group, H, S, hd): the group's queries attend together as one (group x S) block.
+    /// `x` (R, T, d) decoder rows, `group` consecutive rows per source (T = 1 when
+    /// group > 1); `k`/`v` (R / group, H, S, hd): the group's queries attend together as one
+    /// (group x S) block. With `head_mean` (R·T × S), the attention weights averaged over the
+    /// heads are written there (padding positions get exactly 0).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -310,6 +330,7 @@ impl CrossAttention {
         v: &Tensor,
         mask: &Tensor,
         group: usize,
+        head_mean: Option<&mut [f32]>,
     ) -> Res<Tensor> {
         let (r, t, _) = x.dims3()?;
         let q = self.q.forward(x)?;
@@ -317,28 +338,25 @@ impl CrossAttention {
         if t == 1 && fast_attention(x) {
             let q = q.reshape((r, self.d))?;
             let len = k.dim(2)?;
-            let ctx = super::kernels::decode_attention(
-                &q,
-                k,
-                v,
-                len,
-                KvRows::Grouped(group.max(1)),
-                Some(mask),
-                scale as f32,
-            )?;
+            let rows = KvRows::Grouped(group.max(1));
+            let scale = scale as f32;
+            let ctx = kernels::decode_attention(&q, k, v, len, rows, Some(mask), scale, head_mean)?;
             return self.out.forward(&ctx);
         }
-        if group <= 1 || t != 1 {
-            let ctx = attend(&split_heads(&q, self.heads)?, k, v, Some(mask), scale)?;
-            return self.out.forward(&merge_heads(&ctx)?);
+        let q = if group <= 1 || t != 1 {
+            split_heads(&q, self.heads)?
+        } else {
+            let hd = self.d / self.heads;
+            q.reshape((r / group, group, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?
+        };
+        let weights = attention_weights(&q, k, Some(mask), scale)?;
+        if let Some(out) = head_mean {
+            write_head_mean(&weights, out)?;
         }
-        let hd = self.d / self.heads;
-        let q = q
-            .reshape((r / group, group, self.heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let ctx = attend(&q, k, v, Some(mask), scale)?;
-        let ctx = ctx.transpose(1, 2)?.reshape((r, 1, self.d))?;
+        // (R / group, H, group, hd) and (R, H, T, hd) both merge into rows of (R, T, d).
+        let ctx = merge_heads(&weights.matmul(v)?)?.reshape((r, t, self.d))?;
         self.out.forward(&ctx)
     }
 }

@@ -1,4 +1,13 @@
 //! Seq2seq inference engine (MarianMT / BART) on candle, with Hugging Face `generate` semantics.
+//!
+//! Alignment: [`generate_aligned`] also returns, for the inputs that ask, which source tokens
+//! each generated token came from ([`Alignment`]): the last decoder layer's cross-attention
+//! averaged over its heads, as Bergamot and fairseq read it. The decode-step attention kernel
+//! writes the head mean as it computes the softmax, so recording costs a few additions per
+//! source position; beam search keeps every step's rows with the beam parents and traces the
+//! final hypothesis back. Opt-in because the rows are held until a whole request is done
+//! (source × generated tokens per sentence); within one batch, rows that ask and rows that do
+//! not run together.
 
 pub mod bench;
 mod config;
@@ -12,7 +21,7 @@ mod weights;
 
 pub use candle_core::Device;
 pub use config::{Activation, GenerationOverrides, GenerationParams, ModelConfig, ModelFamily};
-pub use generate::generate;
+pub use generate::{generate, generate_aligned};
 pub use seq2seq::Seq2SeqModel;
 pub use weights::sinusoidal_positions;
 
@@ -56,6 +65,82 @@ pub struct Generated {
     /// `sequences_scores`. Greedy: the same quantity for the greedy path (sum of processed
     /// log-probs / generated_len^length_penalty).
     pub score: f32,
+    /// Which source tokens each generated token came from, when asked for (see
+    /// [`generate_aligned`]).
+    pub alignment: Option<Alignment>,
+}
+
+/// Soft alignment of the generated tokens to the source tokens, read from the decoder's
+/// cross-attention: row `t` is the attention of the step that predicted `ids[t + 1]`, taken
+/// from the last decoder layer and averaged over its heads (the Bergamot / fairseq choice:
+/// the last layer is the one that aligns best without training for it, and single heads are
+/// noisy). A row is a distribution over the input's own tokens (special tokens included):
+/// it sums to 1, and batch padding is not part of it. Under beam search, row `t` comes from
+/// the beam that held the final hypothesis's prefix at that step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alignment {
+    /// Columns: the input's tokens.
+    source_len: usize,
+    /// Row-major (generated tokens × source tokens).
+    weights: Vec<f32>,
+}
+
+impl Alignment {
+    /// `weights` row-major with `source_len` columns (a multiple of it long).
+    pub fn new(source_len: usize, weights: Vec<f32>) -> Result<Self, ModelError> {
+        if source_len == 0 || !weights.len().is_multiple_of(source_len) {
+            return Err(ModelError::Input(format!(
+                "alignment of {} weights does not have {source_len} columns",
+                weights.len()
+            )));
+        }
+        Ok(Self {
+            source_len,
+            weights,
+        })
+    }
+
+    /// Source tokens (columns).
+    pub fn source_len(&self) -> usize {
+        self.source_len
+    }
+
+    /// Generated tokens (rows): `ids.len() - 1`, the decoder start token has none.
+    pub fn target_len(&self) -> usize {
+        self.weights.len() / self.source_len
+    }
+
+    /// Row `t`: the distribution over source tokens of generated token `t` (`ids[t + 1]`).
+    pub fn row(&self, t: usize) -> Option<&[f32]> {
+        self.weights
+            .get(t * self.source_len..(t + 1) * self.source_len)
+    }
+
+    /// The rows in order.
+    pub fn rows(&self) -> std::slice::Chunks<'_, f32> {
+        self.weights.chunks(self.source_len)
+    }
+
+    /// Every row, row-major.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// No rows yet, `source_len` columns.
+    pub(crate) fn empty(source_len: usize) -> Self {
+        Self {
+            source_len,
+            weights: Vec::new(),
+        }
+    }
+
+    /// Appends a row from a padded one (its first `source_len` values are the row).
+    pub(crate) fn push_row(&mut self, padded: &[f32]) {
+        self.weights.extend_from_slice(&padded[..self.source_len]);
+    }
+
+    /// Bytes held per source token per generated token (for memory budgets).
+    pub const BYTES_PER_CELL: usize = std::mem::size_of::<f32>();
 }
 
 /// Errors of loading and running a model.

@@ -319,6 +319,7 @@ impl Seq2SeqModel {
             group,
             rows,
             pos: 0,
+            alignment: None,
         })
     }
 
@@ -339,13 +340,22 @@ impl Seq2SeqModel {
         let pre = self.cfg.normalize_before;
         let mut x = self.dec_emb.forward(&self.lm_head, &ids, state.pos)?;
         state.ancestry.push();
+        let width = state.cross_mask.dim(3)?;
+        let last = self.decoder.len().saturating_sub(1);
         for (i, l) in self.decoder.iter().enumerate() {
             let (cache, ancestry) = (&mut state.self_kv[i], &state.ancestry);
             x = residual(&x, &l.attn_norm, pre, |h| l.attn.step(h, cache, ancestry))?;
             let (k, v) = &state.cross_kv[i];
             let (mask, group) = (&state.cross_mask, state.group);
+            let head_mean = match &mut state.alignment {
+                Some(a) if i == last => {
+                    a.resize(tokens.len() * width, 0.0);
+                    Some(a.as_mut_slice())
+                }
+                _ => None,
+            };
             x = residual(&x, &l.cross_norm, pre, |h| {
-                l.cross.forward(h, k, v, mask, group)
+                l.cross.forward(h, k, v, mask, group, head_mean)
             })?;
             x = residual(&x, &l.ffn_norm, pre, |h| l.ffn.forward(h))?;
         }
@@ -378,6 +388,47 @@ impl Seq2SeqModel {
     }
 }
 
+impl Seq2SeqModel {
+    /// Reference for tests: the last decoder layer's cross-attention averaged over heads,
+    /// (T, S) row-major, of one uncached teacher-forced forward over `decoder_input_ids`
+    /// (causal self-attention over the whole sequence, tensor attention math throughout:
+    /// none of the decode-step kernels or caches that generation uses).
+    #[doc(hidden)]
+    pub fn reference_cross_attention(
+        &self,
+        input_ids: &[u32],
+        decoder_input_ids: &[u32],
+    ) -> Res<Vec<f32>> {
+        let (enc, mask) = self.encode(&[input_ids.to_vec()])?;
+        let t = decoder_input_ids.len();
+        let ids = Tensor::from_slice(decoder_input_ids, (1, t), &self.device)?;
+        let causal: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, t, t), &self.device)?;
+        let pre = self.cfg.normalize_before;
+        let mut x = self.dec_emb.forward(&self.lm_head, &ids, 0)?;
+        let mut out = vec![0f32; t * input_ids.len()];
+        let last = self.decoder.len().saturating_sub(1);
+        for (i, l) in self.decoder.iter().enumerate() {
+            x = residual(&x, &l.attn_norm, pre, |h| l.attn.forward(h, Some(&causal)))?;
+            let (k, v) = l.cross.project_kv(&enc)?;
+            let head_mean = (i == last).then_some(out.as_mut_slice());
+            x = residual(&x, &l.cross_norm, pre, |h| {
+                l.cross.forward(h, &k, &v, &mask, 1, head_mean)
+            })?;
+            x = residual(&x, &l.ffn_norm, pre, |h| l.ffn.forward(h))?;
+        }
+        Ok(out)
+    }
+}
+
 fn load_encoder_layer(ws: &mut dyn WeightSource, cfg: &ModelConfig, i: usize) -> Res<EncoderLayer> {
     let p = format!("model.encoder.layers.{i}");
     let (d, h) = (cfg.d_model, cfg.encoder_attention_heads);
@@ -400,4 +451,32 @@ fn load_decoder_layer(ws: &mut dyn WeightSource, cfg: &ModelConfig, i: usize) ->
         ffn: FeedForward::load(ws, &p, d, cfg.decoder_ffn_dim, cfg.activation_function)?,
         ffn_norm: LayerNorm::load(ws, &format!("{p}.final_layer_norm"), d)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows read by `generate_aligned` are exactly 0 on batch padding and sum to 1 over the
+    /// input's own tokens, for grouped (beam) rows too.
+    #[test]
+    fn recorded_rows_are_zero_on_padding() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-marian-ar-en");
+        let model = Seq2SeqModel::load(&dir, &Device::Cpu).unwrap();
+        let inputs = vec![vec![5, 6, 7, 8, 0], vec![9, 0]];
+        let (enc, mask) = model.encode(&inputs).unwrap();
+        let mut state = model.start_decoder(&enc, &mask, 4, 2).unwrap();
+        state.record_alignment();
+        for token in [565, 10, 11] {
+            model.decode_step(&mut state, &[token; 4]).unwrap();
+            let (rows, width) = state.step_alignment().unwrap().unwrap();
+            assert_eq!((rows.len(), width), (4 * 5, 5));
+            for (r, row) in rows.chunks(width).enumerate() {
+                let real = inputs[r / 2].len();
+                assert!(row[real..].iter().all(|&w| w == 0.0), "row {r}: {row:?}");
+                let sum: f32 = row[..real].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "row {r} sums to {sum}");
+            }
+        }
+    }
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::model::GenerationOverrides;
-use crate::model::{GenerationParams, ModelError, Seq2SeqModel};
-use crate::scheduler::{Backend, BackendError, Generation, ModelLimits};
+use crate::model::{Alignment, GenerationParams, ModelError, Seq2SeqModel};
+use crate::scheduler::{Backend, BackendError, BatchInput, Generation, ModelLimits};
 use crate::tokenizer::Tokenizer;
 
 pub struct ModelBackend {
@@ -42,6 +42,8 @@ impl Backend for ModelBackend {
             beam_bytes_per_step: d * 2 * c.decoder_layers,
             // Logits, their log-softmax and the running scores over the vocabulary.
             beam_bytes_fixed: 3 * c.vocab_size * F32,
+            // The alignment rows: one weight per source token per step.
+            beam_bytes_per_source_token_step: Alignment::BYTES_PER_CELL,
             row_bytes_per_source_token_squared: c.encoder_attention_heads * F32,
         }
     }
@@ -52,13 +54,28 @@ impl Backend for ModelBackend {
         options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError> {
+        self.generate_batch(BatchInput::new(inputs, options, cancelled))
+    }
+
+    fn generate_batch(
+        &mut self,
+        batch: BatchInput<'_>,
+    ) -> Result<Vec<Option<Generation>>, BackendError> {
+        let BatchInput {
+            inputs,
+            alignment,
+            options,
+            cancelled,
+        } = batch;
         let params = self.defaults.with_overrides(options);
-        let generated = crate::model::generate(&self.model, inputs, &params, cancelled).map_err(
-            |e| match e {
-                ModelError::Input(reason) => BackendError::Input(reason),
-                other => BackendError::Internal(other.to_string()),
-            },
-        )?;
+        let model = &self.model;
+        let generated = crate::model::generate_aligned(
+            model, inputs, alignment, &params, cancelled,
+        )
+        .map_err(|e| match e {
+            ModelError::Input(reason) => BackendError::Input(reason),
+            other => BackendError::Internal(other.to_string()),
+        })?;
         generated
             .into_iter()
             .map(|g| {
@@ -71,6 +88,7 @@ impl Backend for ModelBackend {
                         ids: g.ids,
                         text,
                         score: g.score,
+                        alignment: g.alignment,
                     })
                 })
                 .transpose()

@@ -4,6 +4,7 @@
 //! Everything here takes checked domain values (the API validated them); CPU work of more
 //! than a few microseconds runs on blocking threads, never on the async workers.
 
+pub mod align;
 mod article;
 mod backend;
 mod blocking;
@@ -27,7 +28,9 @@ pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryReques
 
 use engine::Engine;
 
-use crate::model::{ComputeType, GenerationOverrides, GenerationParams, ModelFamily, Seq2SeqModel};
+use crate::model::{
+    Alignment, ComputeType, GenerationOverrides, GenerationParams, ModelFamily, Seq2SeqModel,
+};
 use crate::scheduler::{Outputs, SchedulerConfig, SchedulerError, SentenceOutput};
 use crate::tokenizer::Tokenizer;
 
@@ -170,6 +173,9 @@ pub struct TranslatedSegment {
     pub split: bool,
     /// Generated ids (decoder start first); empty when passed through.
     pub token_ids: Vec<u32>,
+    /// The model's token alignment, when the text was run [`PreparedText::with_alignment`]
+    /// (see [`Translator::word_alignment`]).
+    pub alignment: Option<Alignment>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,11 +212,20 @@ pub struct Translator {
 pub struct PreparedText {
     prepared: Prepared,
     started: Instant,
+    alignment: bool,
 }
 
 impl PreparedText {
     pub fn sentences(&self) -> usize {
         self.prepared.model_inputs_len()
+    }
+
+    /// Run with alignment: each translated segment carries its token alignment. It costs
+    /// memory until the text is done (source × generated tokens per sentence), so only
+    /// texts that need it ask.
+    pub fn with_alignment(mut self) -> Self {
+        self.alignment = true;
+        self
     }
 }
 
@@ -289,7 +304,11 @@ impl Translator {
             Prepared::new(&text, language, &tokenizer, &limits, cancel)
         })
         .await?;
-        Ok(PreparedText { prepared, started })
+        Ok(PreparedText {
+            prepared,
+            started,
+            alignment: false,
+        })
     }
 
     /// What translating `text` with `options` costs.
@@ -394,16 +413,19 @@ impl Translator {
         deadline: Option<Instant>,
         progress: Option<&mpsc::Sender<TranslatedParagraph>>,
     ) -> Result<TranslatedText, PipelineError> {
-        let PreparedText { prepared, started } = text;
+        let PreparedText {
+            prepared,
+            started,
+            alignment,
+        } = text;
         if !prepared.needs_translation() {
             send_ready_paragraphs(&prepared, &[], 0, progress).await;
             return Ok(prepared.passthrough(started));
         }
         let options = self.engine.request_options(options);
-        let mut ticket =
-            self.engine
-                .scheduler
-                .submit(prepared.model_inputs(), options, deadline)?;
+        let scheduler = &self.engine.scheduler;
+        let inputs = prepared.model_inputs();
+        let mut ticket = scheduler.submit_with(inputs, options, deadline, alignment)?;
         let mut outputs = Outputs::new(ticket.len());
         let mut next_paragraph = 0;
         while let Some(out) = ticket.next().await {
@@ -412,6 +434,25 @@ impl Translator {
                 send_ready_paragraphs(&prepared, outputs.slots(), next_paragraph, progress).await;
         }
         Ok(prepared.assemble(&outputs.into_complete()?, started))
+    }
+
+    /// Which words of `segment`'s translation came from which words of its source (it must
+    /// have been run [`PreparedText::with_alignment`]). Tokenises the source again: run it
+    /// on a blocking thread.
+    pub fn word_alignment(
+        &self,
+        segment: &TranslatedSegment,
+    ) -> Result<align::WordAlignment, align::AlignError> {
+        let tokens = segment
+            .alignment
+            .as_ref()
+            .ok_or(align::AlignError::NotRecorded)?;
+        align::align_sentence(
+            &self.engine.tokenizer,
+            &segment.source,
+            &segment.token_ids,
+            tokens,
+        )
     }
 
     /// Stops taking work and lets the inference thread finish what is queued.

@@ -138,31 +138,29 @@ impl Prepared {
     fn segment(&self, index: usize, out: Option<&SentenceOutput>) -> TranslatedSegment {
         let s = &self.document.segments[index];
         let (source_start, source_end) = self.normalized.segment_span(s);
-        let (translation, score, token_ids, language) = match out {
-            Some(o) => (
-                o.generation.text.clone(),
-                o.generation.score,
-                o.generation.ids.clone(),
-                "ar",
-            ),
-            // Passed through untranslated.
-            None => (
-                s.text.clone(),
-                0.0,
-                Vec::new(),
-                text::detect_language(&s.text).code(),
-            ),
-        };
-        TranslatedSegment {
+        // Passed through untranslated unless the model gave an output.
+        let passed = TranslatedSegment {
             source: s.text.clone(),
-            translation,
-            score,
-            detected_language: language,
+            translation: s.text.clone(),
+            score: 0.0,
+            detected_language: text::detect_language(&s.text).code(),
             source_start,
             source_end,
             paragraph: s.paragraph,
             split: s.split != text::SplitKind::None,
-            token_ids,
+            token_ids: Vec::new(),
+            alignment: None,
+        };
+        match out {
+            Some(o) => TranslatedSegment {
+                translation: o.generation.text.clone(),
+                score: o.generation.score,
+                detected_language: "ar",
+                token_ids: o.generation.ids.clone(),
+                alignment: o.generation.alignment.clone(),
+                ..passed
+            },
+            None => passed,
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use queue::{PendingRequest, Queue};
 use telemetry::SchedulerMetrics;
 
-pub use crate::model::GenerationOverrides;
+pub use crate::model::{Alignment, GenerationOverrides};
 
 /// What a backend returns for one input row.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +29,9 @@ pub struct Generation {
     pub ids: Vec<u32>,
     pub text: String,
     pub score: f32,
+    /// The generated tokens' alignment to the input's, for rows submitted with alignment
+    /// ([`Scheduler::submit_with`]).
+    pub alignment: Option<Alignment>,
 }
 
 /// Why a backend could not run a batch.
@@ -58,6 +61,10 @@ pub struct ModelLimits {
     pub beam_bytes_per_source_token: usize,
     pub beam_bytes_per_step: usize,
     pub beam_bytes_fixed: usize,
+    /// Bytes one beam holds per source token per generated token: the alignment rows of
+    /// rows that ask for them (counted for every row: a small share of a row's bytes, and
+    /// batches need no rule per row).
+    pub beam_bytes_per_source_token_step: usize,
     /// Bytes one row holds per squared source token (encoder attention scores, all heads).
     pub row_bytes_per_source_token_squared: usize,
 }
@@ -72,6 +79,7 @@ impl ModelLimits {
             beam_bytes_per_source_token: 0,
             beam_bytes_per_step: 0,
             beam_bytes_fixed: 0,
+            beam_bytes_per_source_token_step: 0,
             row_bytes_per_source_token_squared: 0,
         }
     }
@@ -104,6 +112,11 @@ impl ModelLimits {
             .beam_bytes_per_source_token
             .saturating_mul(source)
             .saturating_add(self.beam_bytes_per_step.saturating_mul(steps))
+            .saturating_add(
+                self.beam_bytes_per_source_token_step
+                    .saturating_mul(source)
+                    .saturating_mul(steps),
+            )
             .saturating_add(self.beam_bytes_fixed);
         beam.saturating_mul(beams).saturating_add(
             self.row_bytes_per_source_token_squared
@@ -120,6 +133,32 @@ impl ModelLimits {
     }
 }
 
+/// One batch as [`Backend::generate_batch`] runs it.
+pub struct BatchInput<'a> {
+    pub inputs: &'a [Vec<u32>],
+    /// Whether each row wants its alignment (missing entries: no).
+    pub alignment: &'a [bool],
+    pub options: &'a GenerationOverrides,
+    /// Polled every decoding step, as in [`Backend::generate`].
+    pub cancelled: &'a dyn Fn(usize) -> bool,
+}
+
+impl<'a> BatchInput<'a> {
+    /// No row wants its alignment.
+    pub fn new(
+        inputs: &'a [Vec<u32>],
+        options: &'a GenerationOverrides,
+        cancelled: &'a dyn Fn(usize) -> bool,
+    ) -> Self {
+        Self {
+            inputs,
+            alignment: &[],
+            options,
+            cancelled,
+        }
+    }
+}
+
 /// The model side of the scheduler: runs one batch. Implemented by the real engine
 /// ([`crate::pipeline::ModelBackend`]) and by test doubles.
 pub trait Backend: Send + 'static {
@@ -131,6 +170,15 @@ pub trait Backend: Send + 'static {
         options: &GenerationOverrides,
         cancelled: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<Generation>>, BackendError>;
+
+    /// As [`Backend::generate`]; rows with `batch.alignment[row]` also return their
+    /// [`Generation::alignment`]. Backends that cannot align return none.
+    fn generate_batch(
+        &mut self,
+        batch: BatchInput<'_>,
+    ) -> Result<Vec<Option<Generation>>, BackendError> {
+        self.generate(batch.inputs, batch.options, batch.cancelled)
+    }
 
     /// What the model accepts and what its rows cost; asked once, at start.
     fn limits(&self) -> ModelLimits {
@@ -303,6 +351,18 @@ impl Scheduler {
         options: GenerationOverrides,
         deadline: Option<Instant>,
     ) -> Result<Ticket, SchedulerError> {
+        self.submit_with(sentences, options, deadline, false)
+    }
+
+    /// As [`Scheduler::submit`]; with `alignment`, each sentence's [`Generation`] also
+    /// carries its alignment (such sentences batch with any others of the same options).
+    pub fn submit_with(
+        &self,
+        sentences: Vec<Vec<u32>>,
+        options: GenerationOverrides,
+        deadline: Option<Instant>,
+        alignment: bool,
+    ) -> Result<Ticket, SchedulerError> {
         let state = Arc::new(RequestState {
             cancelled: AtomicBool::new(false),
             deadline,
@@ -320,7 +380,7 @@ impl Scheduler {
             if queue.closed {
                 return Err(SchedulerError::ShuttingDown);
             }
-            let pending = PendingRequest::new(sentences, options, state.clone(), tx);
+            let pending = PendingRequest::new(sentences, options, alignment, state.clone(), tx);
             let needed = pending.cost();
             let request_limit = self.shared.config.max_request_tokens;
             if needed > request_limit {

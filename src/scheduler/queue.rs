@@ -21,6 +21,8 @@ struct QueuedSentence {
 pub(crate) struct PendingRequest {
     id: u64,
     options: GenerationOverrides,
+    /// The sentences' alignments are wanted.
+    alignment: bool,
     state: Arc<RequestState>,
     reply: Reply,
     enqueued_at: Instant,
@@ -33,6 +35,7 @@ impl PendingRequest {
     pub(crate) fn new(
         sentences: Vec<Vec<u32>>,
         options: GenerationOverrides,
+        alignment: bool,
         state: Arc<RequestState>,
         reply: Reply,
     ) -> Self {
@@ -45,6 +48,7 @@ impl PendingRequest {
         Self {
             id: 0,
             options,
+            alignment,
             state,
             reply,
             enqueued_at: Instant::now(),
@@ -66,6 +70,7 @@ impl PendingRequest {
 pub(crate) struct Row {
     pub(crate) index: usize,
     pub(crate) ids: Vec<u32>,
+    pub(crate) alignment: bool,
     pub(crate) state: Arc<RequestState>,
     pub(crate) reply: Reply,
     pub(crate) enqueued_at: Instant,
@@ -191,6 +196,7 @@ impl Queue {
                     rows.push(Row {
                         index: sentence.index,
                         ids: sentence.ids,
+                        alignment: request.alignment,
                         state: request.state.clone(),
                         reply: request.reply.clone(),
                         enqueued_at: request.enqueued_at,

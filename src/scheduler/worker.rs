@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::queue::{Batch, Row};
-use super::{Backend, BackendError, Generation, SchedulerError, SentenceOutput, Shared};
+use super::{
+    Backend, BackendError, BatchInput, Generation, SchedulerError, SentenceOutput, Shared,
+};
 
 pub(crate) fn run<B: Backend>(shared: Arc<Shared>, mut backend: B) {
     while let Some(batch) = next_batch(&shared) {
@@ -74,6 +76,7 @@ fn generate_rows<B: Backend>(
     options: &crate::scheduler::GenerationOverrides,
 ) -> Result<Vec<Option<Generation>>, BackendError> {
     let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
+    let alignment: Vec<bool> = rows.iter().map(|r| r.alignment).collect();
     let cancelled = |row: usize| {
         shared.aborted.load(Ordering::Relaxed)
             || rows
@@ -81,7 +84,11 @@ fn generate_rows<B: Backend>(
                 .is_none_or(|r| r.state.is_dead(Instant::now()))
     };
     let outputs = catch_unwind(AssertUnwindSafe(|| {
-        backend.generate(&inputs, options, &cancelled)
+        let batch = BatchInput {
+            alignment: &alignment,
+            ..BatchInput::new(&inputs, options, &cancelled)
+        };
+        backend.generate_batch(batch)
     }))
     .unwrap_or_else(|panic| Err(BackendError::Internal(panic_message(panic.as_ref()))))?;
     if outputs.len() != rows.len() {

@@ -123,6 +123,48 @@ impl BartTokenizer {
         Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// As [`Self::encode`], with each id's byte range in `text` (see [`super::token_ranges`];
+    /// `<s>` and `</s>` get empty ones).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<std::ops::Range<usize>>), TokenizerError> {
+        let enc = self.inner.encode(text, true).map_err(encode_err)?;
+        let specials = enc.get_special_tokens_mask();
+        let mut seen_text = false;
+        let starts: Vec<usize> = enc
+            .get_offsets()
+            .iter()
+            .zip(specials)
+            .map(|(&(start, _), &special)| match special {
+                0 => {
+                    seen_text = true;
+                    start
+                }
+                _ if seen_text => text.len(),
+                _ => 0,
+            })
+            .collect();
+        let ranges = super::token_ranges(text, &starts);
+        Ok((enc.get_ids().to_vec(), ranges))
+    }
+
+    /// `decode(ids, true)`, with each id's byte range in the text: a token starts where the
+    /// text of the ids before it, decoded alone, stops agreeing with the whole text
+    /// (byte-level tokens can split a character; such a token gets the character's
+    /// remainder). Quadratic in the length: meant for sentences.
+    pub fn decode_with_offsets(
+        &self,
+        ids: &[u32],
+    ) -> Result<(String, Vec<std::ops::Range<usize>>), TokenizerError> {
+        let text = self.decode(ids, true)?;
+        let starts = (0..ids.len())
+            .map(|i| Ok(common_prefix(&self.decode(&ids[..i], true)?, &text)))
+            .collect::<Result<Vec<usize>, TokenizerError>>()?;
+        let ranges = super::token_ranges(&text, &starts);
+        Ok((text, ranges))
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, skip_special_tokens)
@@ -141,6 +183,14 @@ impl BartTokenizer {
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
     }
+}
+
+/// Bytes of the longest common prefix of `a` and `b`, at a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
 fn encode_err(e: tokenizers::Error) -> TokenizerError {

@@ -5,6 +5,7 @@
 //! 5 decodes with the *source* spm, so we do too; the target spm is not needed.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::spm::SpmModel;
@@ -92,6 +93,22 @@ impl MarianTokenizer {
         texts.iter().map(|t| self.encode(t)).collect()
     }
 
+    /// As [`Self::encode`], with each id's byte range in `text` (see [`super::token_ranges`];
+    /// `</s>` gets an empty range at the end).
+    pub fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<Range<usize>>) {
+        let (code, rest) = split_language_code(text);
+        let mut starts: Vec<usize> = code.map(|_| 0).into_iter().collect();
+        let mut ids: Vec<u32> = code.map(|c| self.piece_id(c)).into_iter().collect();
+        let offset = text.len() - rest.len();
+        let (pieces, piece_starts) = self.source.encode_with_starts(rest);
+        ids.extend(pieces.iter().map(|p| self.piece_id(p)));
+        starts.extend(piece_starts.into_iter().map(|s| s + offset));
+        ids.push(self.eos_id);
+        starts.push(text.len());
+        let ranges = super::token_ranges(text, &starts);
+        (ids, ranges)
+    }
+
     /// Ids to text as HF `MarianTokenizer.decode`: special tokens are either
     /// skipped or kept verbatim, other pieces go through the spm, `▁`
     /// becomes a space and the result is stripped. Ids outside vocab.json
@@ -118,6 +135,50 @@ impl MarianTokenizer {
         out.push_str(&self.source.decode_pieces(&run));
         let out = out.replace(SPACE_SYMBOL, " ");
         Ok(python_strip(&out).to_owned())
+    }
+
+    /// `decode(ids, true)`, with each id's byte range in the text (special tokens: empty).
+    pub fn decode_with_offsets(&self, ids: &[u32]) -> (String, Vec<Range<usize>>) {
+        let mut run: Vec<&str> = Vec::with_capacity(ids.len());
+        // Per id: whether it is decoded (not special).
+        let kept: Vec<bool> = ids
+            .iter()
+            .map(|&id| match self.id_piece(id) {
+                Some(p) if !self.special_ids.contains(&id) => {
+                    run.push(p);
+                    true
+                }
+                _ => false,
+            })
+            .collect();
+        let (raw, ends) = self.source.decode_pieces_with_ends(&run);
+        // `▁` becomes a space piece by piece, so that the ends follow.
+        let mut text = String::with_capacity(raw.len());
+        let mut prev = 0;
+        let ends: Vec<usize> = ends
+            .iter()
+            .map(|&end| {
+                text.push_str(&raw[prev..end].replace(SPACE_SYMBOL, " "));
+                prev = end;
+                text.len()
+            })
+            .collect();
+        let stripped = python_strip(&text);
+        let lead = text.len() - python_strip_start(&text).len();
+        let mut pos = 0usize;
+        let mut ends = ends.into_iter();
+        let starts: Vec<usize> = kept
+            .iter()
+            .map(|&kept| {
+                let start = pos.saturating_sub(lead).min(stripped.len());
+                if kept {
+                    pos = ends.next().unwrap_or(pos);
+                }
+                start
+            })
+            .collect();
+        let ranges = super::token_ranges(stripped, &starts);
+        (stripped.to_owned(), ranges)
     }
 
     /// Number of ids `encode` would return.
@@ -195,5 +256,13 @@ fn split_language_code(text: &str) -> (Option<&str>, &str) {
 
 /// Python's `str.strip()`: Rust's whitespace plus the separators U+001C..U+001F.
 fn python_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+    s.trim_matches(python_space)
+}
+
+fn python_strip_start(s: &str) -> &str {
+    s.trim_start_matches(python_space)
+}
+
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }

@@ -9,6 +9,7 @@ mod spm;
 mod trie;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use bart::BartTokenizer;
@@ -98,6 +99,29 @@ impl Tokenizer {
             .collect()
     }
 
+    /// As [`Self::encode`], with each id's byte range in `text` (see [`token_ranges`]).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<Range<usize>>), TokenizerError> {
+        match self {
+            Self::Marian(t) => Ok(t.encode_with_offsets(text)),
+            Self::Bart(t) => t.encode_with_offsets(text),
+        }
+    }
+
+    /// `decode(ids, true)`, with each id's byte range in the decoded text (special tokens:
+    /// empty ranges).
+    pub fn decode_with_offsets(
+        &self,
+        ids: &[u32],
+    ) -> Result<(String, Vec<Range<usize>>), TokenizerError> {
+        match self {
+            Self::Marian(t) => Ok(t.decode_with_offsets(ids)),
+            Self::Bart(t) => t.decode_with_offsets(ids),
+        }
+    }
+
     /// `encode(text).len()`.
     pub fn token_count(&self, text: &str) -> Result<usize, TokenizerError> {
         match self {
@@ -121,6 +145,43 @@ impl Tokenizer {
             Self::Bart(t) => t.vocab_size(),
         }
     }
+}
+
+/// Byte ranges of tokens in `text` from where each starts (`starts[i]`: the offset of the
+/// first character token `i` was made from): token `i` spans up to where the next one
+/// starts (the last one to the end, the first one from 0), without the whitespace at either
+/// end. So the ranges are in order, do not overlap, and every non-whitespace character of
+/// the text is in one: characters the tokenizer dropped belong to the token before them. A
+/// token made only of whitespace (`▁`), or of nothing (special tokens), gets an empty range
+/// where the next token starts. Starts that go backwards are taken as the previous one.
+pub fn token_ranges(text: &str, starts: &[usize]) -> Vec<Range<usize>> {
+    let mut clamped = Vec::with_capacity(starts.len());
+    let mut prev = 0;
+    for (i, &s) in starts.iter().enumerate() {
+        // Off a character boundary (never from our tokenizers): the next boundary.
+        let mut s = if i == 0 { 0 } else { s.clamp(prev, text.len()) };
+        while !text.is_char_boundary(s) {
+            s += 1;
+        }
+        clamped.push(s);
+        prev = s;
+    }
+    (0..clamped.len())
+        .map(|i| {
+            let (start, end) = (
+                clamped[i],
+                clamped.get(i + 1).copied().unwrap_or(text.len()),
+            );
+            let span = &text[start..end];
+            let lead = span.len() - span.trim_start().len();
+            let kept = span.trim().len();
+            if kept == 0 {
+                end..end
+            } else {
+                start + lead..start + lead + kept
+            }
+        })
+        .collect()
 }
 
 /// `dir/name`, or `MissingFile` naming it.

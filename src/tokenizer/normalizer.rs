@@ -125,16 +125,30 @@ impl Normalizer {
         (&input[..len], len)
     }
 
-    fn push_space(&self, out: &mut String) {
-        out.push_str(if self.escape_whitespaces {
-            SPACE_SYMBOL
-        } else {
-            " "
-        });
-    }
-
     /// Normalises `text` exactly as SentencePiece's `Normalizer::Normalize`.
     pub fn normalize(&self, text: &str) -> String {
+        self.normalize_into(text, None)
+    }
+
+    /// As [`Self::normalize`], with the byte offset in `text` that each byte of the result
+    /// came from (the start of the input character, or run of characters, it rewrites;
+    /// the dummy prefix points at the first character kept).
+    pub fn normalize_with_origins(&self, text: &str) -> (String, Vec<usize>) {
+        let mut origins = Vec::with_capacity(text.len() + 8);
+        let out = self.normalize_into(text, Some(&mut origins));
+        (out, origins)
+    }
+
+    fn normalize_into(&self, text: &str, origins: Option<&mut Vec<usize>>) -> String {
+        let mut out = Output {
+            text: String::with_capacity(text.len() + 8),
+            origins,
+            space: if self.escape_whitespaces {
+                SPACE_SYMBOL
+            } else {
+                " "
+            },
+        };
         let mut input = text;
         if self.remove_extra_whitespaces {
             // Drop leading characters that normalise to a single space.
@@ -149,9 +163,9 @@ impl Normalizer {
         if input.is_empty() {
             return String::new();
         }
-        let mut out = String::with_capacity(input.len() + 8);
+        let at = |input: &str| text.len() - input.len();
         if self.add_dummy_prefix && !self.treat_whitespace_as_suffix {
-            self.push_space(&mut out);
+            out.push_space(at(input));
         }
         let mut prev_space = self.remove_extra_whitespaces;
         while !input.is_empty() {
@@ -163,10 +177,10 @@ impl Normalizer {
                 for piece in rep.split_inclusive(' ') {
                     match piece.strip_suffix(' ') {
                         Some(head) => {
-                            out.push_str(head);
-                            self.push_space(&mut out);
+                            out.push(head, at(input));
+                            out.push_space(at(input));
                         }
-                        None => out.push_str(piece),
+                        None => out.push(piece, at(input)),
                     }
                 }
                 prev_space = rep.ends_with(' ');
@@ -177,18 +191,40 @@ impl Normalizer {
             }
         }
         if self.remove_extra_whitespaces {
-            let space = if self.escape_whitespaces {
-                SPACE_SYMBOL
-            } else {
-                " "
-            };
-            while out.ends_with(space) {
-                out.truncate(out.len() - space.len());
+            while out.text.ends_with(out.space) {
+                out.truncate(out.text.len() - out.space.len());
             }
         }
         if self.add_dummy_prefix && self.treat_whitespace_as_suffix {
-            self.push_space(&mut out);
+            out.push_space(text.len());
         }
-        out
+        out.text
+    }
+}
+
+/// Normalised text being built, and where each of its bytes came from when asked.
+struct Output<'a> {
+    text: String,
+    origins: Option<&'a mut Vec<usize>>,
+    space: &'static str,
+}
+
+impl Output<'_> {
+    fn push(&mut self, s: &str, origin: usize) {
+        self.text.push_str(s);
+        if let Some(o) = self.origins.as_deref_mut() {
+            o.extend(std::iter::repeat_n(origin, s.len()));
+        }
+    }
+
+    fn push_space(&mut self, origin: usize) {
+        self.push(self.space, origin);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.text.truncate(len);
+        if let Some(o) = self.origins.as_deref_mut() {
+            o.truncate(len);
+        }
     }
 }

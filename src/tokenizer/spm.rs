@@ -166,15 +166,36 @@ impl SpmModel {
     pub fn encode(&self, text: &str) -> Vec<String> {
         let normalized = self.normalize(text);
         let segments = self.viterbi(&normalized);
-        self.segments_to_pieces(&normalized, &segments)
+        self.segments_to_pieces(&normalized, &segments, None)
     }
 
-    fn segments_to_pieces(&self, normalized: &str, segments: &[Segment]) -> Vec<String> {
+    /// As [`Self::encode`], with the byte offset in `text` each piece starts at (where the
+    /// first character it was normalised from is; see [`super::token_ranges`]).
+    pub fn encode_with_starts(&self, text: &str) -> (Vec<String>, Vec<usize>) {
+        let (normalized, origins) = self.normalizer.normalize_with_origins(text);
+        let segments = self.viterbi(&normalized);
+        let mut starts = Vec::with_capacity(segments.len());
+        let pieces = self.segments_to_pieces(&normalized, &segments, Some(&mut starts));
+        let starts = starts
+            .into_iter()
+            .map(|at| origins.get(at).copied().unwrap_or(text.len()))
+            .collect();
+        (pieces, starts)
+    }
+
+    /// Pieces of the segments; with `starts`, each piece's start in `normalized` too.
+    fn segments_to_pieces(
+        &self,
+        normalized: &str,
+        segments: &[Segment],
+        mut starts: Option<&mut Vec<usize>>,
+    ) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(segments.len());
         let mut prev_unk = false;
         for seg in segments {
             let text = &normalized[seg.start..seg.end];
             let is_unk = seg.id == self.unk_id;
+            let before = out.len();
             if is_unk && self.byte_fallback {
                 out.extend(text.bytes().map(|b| format!("<0x{b:02X}>")));
             } else if is_unk && prev_unk {
@@ -183,6 +204,9 @@ impl SpmModel {
                 }
             } else {
                 out.push(text.to_owned());
+            }
+            if let Some(starts) = starts.as_deref_mut() {
+                starts.extend(std::iter::repeat_n(seg.start, out.len() - before));
             }
             prev_unk = is_unk;
         }
@@ -246,9 +270,34 @@ impl SpmModel {
     /// SentencePiece's `DecodePieces`: control pieces vanish, the first piece's
     /// leading `▁` is consumed, `▁` becomes a space, byte pieces are reassembled.
     pub fn decode_pieces<S: AsRef<str>>(&self, pieces: &[S]) -> String {
+        self.decode_pieces_into(pieces, None)
+    }
+
+    /// As [`Self::decode_pieces`], with the length of the text once each piece is decoded
+    /// (byte pieces that make one character together end where it does).
+    pub fn decode_pieces_with_ends<S: AsRef<str>>(&self, pieces: &[S]) -> (String, Vec<usize>) {
+        let mut ends = Vec::with_capacity(pieces.len());
+        let text = self.decode_pieces_into(pieces, Some(&mut ends));
+        (text, ends)
+    }
+
+    fn decode_pieces_into<S: AsRef<str>>(
+        &self,
+        pieces: &[S],
+        mut ends: Option<&mut Vec<usize>>,
+    ) -> String {
         let mut text = String::new();
         let mut bytes: Vec<u8> = Vec::new();
         let (mut is_bos_ws, mut bos_ws_seen) = (true, false);
+        // Byte pieces end when their bytes are flushed: `pending` of them wait.
+        let mut pending = 0;
+        let mut flush = |bytes: &mut Vec<u8>, text: &mut String, pending: &mut usize| {
+            flush_bytes(bytes, text);
+            if let Some(ends) = ends.as_deref_mut() {
+                ends.extend(std::iter::repeat_n(text.len(), *pending));
+            }
+            *pending = 0;
+        };
         for piece in pieces {
             let piece = piece.as_ref();
             let id = self.piece_to_id(piece);
@@ -256,18 +305,21 @@ impl SpmModel {
             if kind == proto::TYPE_BYTE {
                 if let Some(b) = byte_piece_value(piece) {
                     bytes.push(b);
+                    pending += 1;
                     continue;
                 }
             }
-            flush_bytes(&mut bytes, &mut text);
+            flush(&mut bytes, &mut text, &mut pending);
             if bos_ws_seen || !text.is_empty() {
                 is_bos_ws = false;
             }
             let (surface, consumed) = self.decode_piece(piece, id, kind, is_bos_ws);
             bos_ws_seen = consumed;
             text.push_str(&surface);
+            pending = 1;
+            flush(&mut bytes, &mut text, &mut pending);
         }
-        flush_bytes(&mut bytes, &mut text);
+        flush(&mut bytes, &mut text, &mut pending);
         text
     }
 

@@ -86,7 +86,9 @@ pub(crate) enum KvRows<'a> {
 /// query per row; row `r` attends to the first `len` steps of `k`/`v` (B, H, cap, hd) in the
 /// rows `kv_rows` names, plus the additive `mask` (B, 1, 1, cap; grouped rows only) when
 /// given. Scores are `(q·k) · scale` and the softmax runs in f32, as in the tensor path. Rows
-/// run in parallel.
+/// run in parallel. With `head_mean`, row `r`'s attention weights averaged over the heads are
+/// written to `head_mean[r·len..(r+1)·len]` (masked steps get exactly 0).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_attention(
     q: &Tensor,
     k: &Tensor,
@@ -95,6 +97,7 @@ pub(crate) fn decode_attention(
     kv_rows: KvRows,
     mask: Option<&Tensor>,
     scale: f32,
+    head_mean: Option<&mut [f32]>,
 ) -> candle_core::Result<Tensor> {
     let (rows, d) = q.dims2()?;
     let (b, heads, cap, hd) = k.dims4()?;
@@ -113,6 +116,9 @@ pub(crate) fn decode_attention(
     if !rows_ok {
         candle_core::bail!("decode attention: cache rows out of range");
     }
+    if head_mean.as_ref().is_some_and(|m| m.len() != rows * len) {
+        candle_core::bail!("decode attention: head-mean buffer shape");
+    }
     let mask = match mask {
         Some(m) if m.elem_count() != b * cap => candle_core::bail!("decode attention: mask shape"),
         // Already contiguous in practice: then this only clones a handle.
@@ -126,8 +132,13 @@ pub(crate) fn decode_attention(
         len,
         scale,
     };
-    let run = |q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>| {
-        Ok(shape.run(q, k, v, kv_rows, mask, rows))
+    let mut head_mean = head_mean;
+    let mut run = |q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>| {
+        let mean_rows: Vec<Option<&mut [f32]>> = match head_mean.take() {
+            Some(m) if len > 0 => m.chunks_mut(len).map(Some).collect(),
+            _ => (0..rows).map(|_| None).collect(),
+        };
+        Ok(shape.run(q, k, v, kv_rows, mask, mean_rows))
     };
     let out = cpu_slice(q, |q| {
         cpu_slice(k, |k| {
@@ -157,12 +168,16 @@ impl AttentionShape {
         v: &[f32],
         kv_rows: KvRows,
         mask: Option<&[f32]>,
-        rows: usize,
+        mut mean_rows: Vec<Option<&mut [f32]>>,
     ) -> Vec<f32> {
         use rayon::prelude::*;
         let d = self.heads * self.hd;
-        let mut out = vec![0f32; rows * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(r, out_row)| {
+        let mut out = vec![0f32; mean_rows.len() * d];
+        let rows = out.par_chunks_mut(d).zip(mean_rows.par_iter_mut());
+        rows.enumerate().for_each(|(r, (out_row, mean_row))| {
+            if let Some(m) = mean_row.as_deref_mut() {
+                m.fill(0.0);
+            }
             let steps = self.step_offsets(kv_rows, r);
             let mask_row = match (kv_rows, mask) {
                 (KvRows::Grouped(group), Some(m)) => {
@@ -179,13 +194,19 @@ impl AttentionShape {
                     steps: &steps,
                 };
                 let qh = &q[r * d + h * self.hd..r * d + (h + 1) * self.hd];
-                self.head(
+                let sum = self.head(
                     qh,
                     head,
                     mask_row,
                     &mut scores,
                     &mut out_row[h * self.hd..(h + 1) * self.hd],
                 );
+                if let Some(m) = mean_row.as_deref_mut() {
+                    let w = 1.0 / (sum * self.heads as f32);
+                    for (m, &s) in m.iter_mut().zip(&scores) {
+                        *m += s * w;
+                    }
+                }
             }
         });
         out
@@ -205,8 +226,16 @@ impl AttentionShape {
         }
     }
 
-    /// softmax(q·Kᵀ·scale + mask)·V for one row and head.
-    fn head(&self, q: &[f32], kv: Head, mask: Option<&[f32]>, scores: &mut [f32], out: &mut [f32]) {
+    /// softmax(q·Kᵀ·scale + mask)·V for one row and head; leaves the unnormalised weights in
+    /// `scores` and returns their sum.
+    fn head(
+        &self,
+        q: &[f32],
+        kv: Head,
+        mask: Option<&[f32]>,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) -> f32 {
         let hd = self.hd;
         let mut max = f32::NEG_INFINITY;
         for ((j, s), &at) in scores.iter_mut().enumerate().zip(kv.steps) {
@@ -232,6 +261,7 @@ impl AttentionShape {
         for o in out.iter_mut() {
             *o /= sum;
         }
+        sum
     }
 }
 

@@ -8,7 +8,8 @@
 //!   activations quantised per row on the fly, accumulated exactly in i32: AVX-512 VNNI,
 //!   AVX-VNNI, AVX2 and a portable path, all bit-identical (see its module doc).
 //! - [`attention`]: one decoding step's attention (q·Kᵀ, softmax, ·V per row and head) over the
-//!   KV caches, following beam ancestry; and the cache gather that materialises it.
+//!   KV caches, following beam ancestry, optionally writing the weights' mean over heads (the
+//!   alignment); and the cache gather that materialises it.
 //! - [`layer_norm`]: two-pass layer norm.
 //! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary.
 //!

@@ -1,0 +1,191 @@
+//! Cross-attention alignment recorded during generation, against an independent reading:
+//! an uncached teacher-forced forward over the final ids with plain tensor attention
+//! (`Seq2SeqModel::reference_cross_attention`). The fixtures' weights are random, so only
+//! the mechanics can be checked, not whether the alignment is linguistically right.
+
+mod common;
+
+use common::engine::*;
+use std::path::Path;
+use tarjama::model::{
+    generate_aligned, ComputeType, Device, Generated, GenerationParams, Seq2SeqModel,
+};
+
+/// Recorded vs reference rows, and batched vs alone.
+const TOL: f32 = 1e-5;
+
+/// Both Marian fixtures, f32 and int8 (whose attention runs in f32 through the same kernel,
+/// after int8 projections).
+fn models() -> Vec<(&'static str, ComputeType, Seq2SeqModel)> {
+    let mut out = Vec::new();
+    for dir in [MARIAN, CONDITIONED_MARIAN] {
+        for compute in [ComputeType::F32, ComputeType::Int8] {
+            let model = Seq2SeqModel::load_as(Path::new(dir), &Device::Cpu, compute).unwrap();
+            out.push((dir, compute, model));
+        }
+    }
+    out
+}
+
+/// (mode name, parameters) from reference.json's generate kwargs.
+fn modes(
+    model: &Seq2SeqModel,
+    reference: &serde_json::Value,
+) -> Vec<(&'static str, GenerationParams)> {
+    let kwargs = &reference["generate_kwargs"];
+    vec![
+        ("greedy", params(model, &kwargs["greedy"])),
+        ("beam4", params(model, &kwargs["beam4"])),
+    ]
+}
+
+fn run(
+    model: &Seq2SeqModel,
+    inputs: &[Vec<u32>],
+    align: &[bool],
+    p: &GenerationParams,
+) -> Vec<Generated> {
+    generate_aligned(model, inputs, align, p, &never)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// Runs `check` on every fixture × compute type × mode, with a label, the model, the
+/// fixture's inputs and the mode's parameters.
+fn each_case(check: impl Fn(&str, &Seq2SeqModel, &[Vec<u32>], &GenerationParams)) {
+    for (dir, compute, model) in models() {
+        let r = reference(dir);
+        let inputs = all_inputs(&r);
+        for (mode, p) in modes(&model, &r) {
+            check(&format!("{dir} {compute} {mode}"), &model, &inputs, &p);
+        }
+    }
+}
+
+#[test]
+fn recorded_alignment_is_the_last_layers_cross_attention() {
+    each_case(|case, model, inputs, p| {
+        let out = run(model, inputs, &vec![true; inputs.len()], p);
+        for (input, g) in inputs.iter().zip(&out) {
+            let a = g.alignment.as_ref().expect("alignment asked for");
+            assert_eq!(a.source_len(), input.len(), "{case}");
+            assert_eq!(a.target_len(), g.ids.len() - 1, "{case}");
+            let want = model
+                .reference_cross_attention(input, &g.ids[..g.ids.len() - 1])
+                .unwrap();
+            let d = max_abs_diff(a.weights(), &want);
+            assert!(d < TOL, "{case}: recorded vs reference {d}");
+        }
+    });
+}
+
+#[test]
+fn rows_are_distributions_over_the_real_source_tokens() {
+    each_case(|case, model, inputs, p| {
+        for g in run(model, inputs, &vec![true; inputs.len()], p) {
+            for row in g.alignment.unwrap().rows() {
+                assert!(row.iter().all(|&w| (0.0..=1.0).contains(&w)), "{case}");
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < TOL, "{case}: row sums to {sum}");
+            }
+        }
+    });
+}
+
+#[test]
+fn batched_equals_alone_and_runs_repeat_exactly() {
+    each_case(|case, model, inputs, p| {
+        let all = vec![true; inputs.len()];
+        let batched = run(model, inputs, &all, p);
+        assert_eq!(batched, run(model, inputs, &all, p), "{case}");
+        for (input, b) in inputs.iter().zip(&batched) {
+            let alone = run(model, std::slice::from_ref(input), &[true], p).remove(0);
+            assert_eq!(alone.ids, b.ids, "{case}");
+            let (x, y) = (alone.alignment.unwrap(), b.alignment.clone().unwrap());
+            let d = max_abs_diff(x.weights(), y.weights());
+            assert!(d < TOL, "{case}: batched vs alone {d}");
+        }
+    });
+}
+
+#[test]
+fn only_the_rows_that_ask_get_an_alignment_and_generation_is_unchanged() {
+    let model = load(MARIAN, None);
+    let r = reference(MARIAN);
+    let inputs = all_inputs(&r);
+    for (mode, p) in modes(&model, &r) {
+        let plain = tarjama::model::generate(&model, &inputs, &p, &never).unwrap();
+        let ask: Vec<bool> = (0..inputs.len()).map(|i| i % 2 == 0).collect();
+        let some = run(&model, &inputs, &ask, &p);
+        for ((g, p), &asked) in some.iter().zip(&plain).zip(&ask) {
+            let p = p.as_ref().unwrap();
+            assert!(p.alignment.is_none(), "{mode}");
+            assert_eq!(g.alignment.is_some(), asked, "{mode}");
+            assert_eq!((&g.ids, g.score), (&p.ids, p.score), "{mode}");
+        }
+    }
+}
+
+/// Through the pipeline: a text run with alignment gives each segment its token alignment
+/// and a word alignment over the segment's source and translation; a text run without
+/// carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_segments_carry_their_alignment_when_asked() {
+    use tarjama::pipeline::{ModelInfo, SourceLanguage, Task, Translator};
+    use tarjama::scheduler::SchedulerConfig;
+    use tarjama::tokenizer::Tokenizer;
+
+    let model = load(MARIAN, None);
+    let tokenizer = Tokenizer::from_dir(Path::new(MARIAN)).unwrap();
+    let info = ModelInfo::describe(&model, Task::Translation, "fixture".into(), "0".into());
+    let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default()).unwrap();
+    let r = reference(MARIAN);
+    let text = r["batch"]["texts"].as_array().unwrap()[..3]
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let options = Default::default();
+    let plain = translator
+        .translate(text.clone(), SourceLanguage::Arabic, &options, None)
+        .await
+        .unwrap();
+    let prepared = translator
+        .prepare(text, SourceLanguage::Arabic)
+        .await
+        .unwrap()
+        .with_alignment();
+    let aligned = translator
+        .run(prepared, &options, None, None)
+        .await
+        .unwrap();
+    assert_eq!(aligned.text, plain.text);
+    assert!(aligned.segments.len() >= 3);
+    for (a, p) in aligned.segments.iter().zip(&plain.segments) {
+        assert!(p.alignment.is_none());
+        assert!(translator.word_alignment(p).is_err());
+        let tokens = a.alignment.as_ref().unwrap();
+        assert_eq!(tokens.target_len(), a.token_ids.len() - 1);
+        let words = translator.word_alignment(a).unwrap();
+        // The words are the texts' whitespace-separated runs.
+        let check_words = |ranges: &[std::ops::Range<usize>], text: &str| {
+            let got: Vec<&str> = ranges.iter().map(|w| &text[w.clone()]).collect();
+            assert_eq!(got, text.split_whitespace().collect::<Vec<_>>());
+            ranges.len()
+        };
+        let sources = check_words(words.source_words(), &a.source);
+        let targets = check_words(words.target_words(), &a.translation);
+        for s in 0..sources {
+            if let Some(t) = words.best_target(s) {
+                assert!(t < targets);
+                let best = words.weight(s, t);
+                assert!((0..targets).all(|u| words.weight(s, u) <= best));
+            }
+        }
+        let all = words.target_span(0..sources);
+        assert!(all.is_none_or(|r| r.end <= targets));
+    }
+    translator.shutdown();
+}
