@@ -295,7 +295,8 @@ pub struct TranslateArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// The catalog model whose real configuration gives the shapes benchmarked (random
-    /// weights), built in from bench/NAME.config.json.
+    /// weights): a translator for the engine bench (built in from bench/NAME.config.json), a
+    /// summarizer for --summary (default there: distilbart-cnn-12-6).
     #[arg(long, value_enum, default_value = "opus-mt-ar-en")]
     pub shape: BenchShape,
     /// Instead of --shape: a model configuration (config.json) whose shapes are benchmarked.
@@ -321,8 +322,8 @@ pub struct BenchArgs {
     /// `<mode>+align`, right after the mode), to measure what recording costs.
     #[arg(long)]
     pub alignment: bool,
-    /// Instead: summary latency (600-token article → 60 tokens, beam 4, distilbart-cnn-shaped
-    /// random model) and extractive latency.
+    /// Instead: summary latency (600-token article → 60 tokens, beam 4, random model of a
+    /// summarizer's shape, see --shape) and extractive latency.
     #[arg(long)]
     pub summary: bool,
 }
@@ -334,6 +335,27 @@ pub enum BenchShape {
     OpusMtArEn,
     /// d_model 1024, 16 heads, ffn 4096, 6+6 layers, vocabulary 61109, relu.
     OpusMtTcBigArEn,
+    /// BART-large shapes (d_model 1024, 16 heads, ffn 4096, vocabulary 50264, gelu) with
+    /// 12 encoder and 6 decoder layers.
+    #[value(name = "distilbart-cnn-12-6")]
+    DistilbartCnn126,
+    /// The same with 6 encoder and 6 decoder layers.
+    #[value(name = "distilbart-cnn-6-6")]
+    DistilbartCnn66,
+    /// The same with 12 encoder and 12 decoder layers.
+    BartLargeCnn,
+}
+
+impl BenchShape {
+    /// Encoder and decoder layers of a summarizer shape; `None` for a translator.
+    pub fn summarizer_layers(self) -> Option<(usize, usize)> {
+        match self {
+            Self::OpusMtArEn | Self::OpusMtTcBigArEn => None,
+            Self::DistilbartCnn126 => Some((12, 6)),
+            Self::DistilbartCnn66 => Some((6, 6)),
+            Self::BartLargeCnn => Some((12, 12)),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -325,8 +325,16 @@ fn translate_raw(
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    use tarjama::config::BenchShape;
     if args.summary {
-        return bench_summary(args.compute_type);
+        // The default shape is a translator's: a plain `bench --summary` times the default
+        // summarizer.
+        let layers = match args.shape {
+            BenchShape::OpusMtArEn => BenchShape::DistilbartCnn126.summarizer_layers(),
+            shape => shape.summarizer_layers(),
+        };
+        let layers = layers.context("--summary needs a summarizer --shape")?;
+        return bench_summary(layers, args.compute_type);
     }
     let modes = (!args.modes.is_empty()).then_some(args.modes.as_slice());
     eprintln!(
@@ -334,13 +342,13 @@ fn bench(args: BenchArgs) -> Result<()> {
         args.compute_type,
         tarjama::model::int8_kernel()
     );
-    use tarjama::config::BenchShape;
     use tarjama::model::bench::{
         read_or, OPUS_MT_CONFIG_JSON, OPUS_MT_TC_BIG_CONFIG_JSON, WORKLOAD_JSON,
     };
     let shape = match args.shape {
         BenchShape::OpusMtArEn => OPUS_MT_CONFIG_JSON,
         BenchShape::OpusMtTcBigArEn => OPUS_MT_TC_BIG_CONFIG_JSON,
+        summarizer => anyhow::bail!("{summarizer:?} is a summarizer shape: use it with --summary"),
     };
     let config = read_or(args.config.as_deref(), shape)?;
     let workload = read_or(args.workload.as_deref(), WORKLOAD_JSON)?;
@@ -461,10 +469,10 @@ fn summarize(args: tarjama::config::SummarizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_summary(compute: tarjama::model::ComputeType) -> Result<()> {
-    eprintln!("  compute type {compute}");
-    let (seconds, build) = tarjama::model::bench::summary_latency(600, 60, compute)?;
-    eprintln!("  random distilbart-cnn-shaped model built in {build:.1} s");
+fn bench_summary(layers: (usize, usize), compute: tarjama::model::ComputeType) -> Result<()> {
+    eprintln!("  compute type {compute}, {}+{} layers", layers.0, layers.1);
+    let (seconds, build) = tarjama::model::bench::summary_latency(layers, 600, 60, compute)?;
+    eprintln!("  random BART-large-shaped model built in {build:.1} s");
     println!("abstractive-600to60-beam4 {:.0} ms", seconds * 1000.0);
     // The English news text the fixtures were made from (~255 words), as an article.
     let article = tarjama::model::bench::EN_NEWS;

@@ -185,10 +185,11 @@ fn run_mode(
     })
 }
 
-/// Shapes of sshleifer/distilbart-cnn-12-6 (BART-large: d_model 1024, 12 encoder and 6
-/// decoder layers, 16 heads, ffn 4096, vocab 50264) with its summarization settings.
-const DISTILBART_CNN_SHAPED: &str = r#"{
-  "model_type": "bart", "d_model": 1024, "encoder_layers": 12, "decoder_layers": 6,
+/// Shapes of the BART-large CNN summarizers (d_model 1024, 16 heads, ffn 4096, vocab 50264;
+/// distilbart-cnn-12-6 has 12 encoder and 6 decoder layers, distilbart-cnn-6-6 6 and 6,
+/// bart-large-cnn 12 and 12) with their summarization settings; the layers are filled in.
+const BART_CNN_SHAPED: &str = r#"{
+  "model_type": "bart", "d_model": 1024, "encoder_layers": 0, "decoder_layers": 0,
   "encoder_attention_heads": 16, "decoder_attention_heads": 16,
   "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096, "vocab_size": 50264,
   "max_position_embeddings": 1024, "activation_function": "gelu",
@@ -199,15 +200,21 @@ const DISTILBART_CNN_SHAPED: &str = r#"{
 }"#;
 
 /// Abstractive summary latency: a `source_tokens` article into `new_tokens` tokens with
-/// beam 4 on a distilbart-cnn-shaped model with random weights (every beam forced to the
-/// full length, as real weights cost per token). Returns (seconds, model build seconds).
+/// beam 4 on a BART-large CNN-shaped model with `(encoder, decoder)` layers and random
+/// weights (every beam forced to the full length, as real weights cost per token). Returns
+/// (seconds, model build seconds).
 pub fn summary_latency(
+    (encoder_layers, decoder_layers): (usize, usize),
     source_tokens: usize,
     new_tokens: usize,
     compute: ComputeType,
 ) -> Result<(f64, f64), ModelError> {
     let built = Instant::now();
-    let cfg = ModelConfig::from_json_str(DISTILBART_CNN_SHAPED)?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(BART_CNN_SHAPED).map_err(|e| ModelError::Config(e.to_string()))?;
+    json["encoder_layers"] = encoder_layers.into();
+    json["decoder_layers"] = decoder_layers.into();
+    let cfg = ModelConfig::from_json_str(&json.to_string())?;
     let model = Seq2SeqModel::random_as(cfg, 0x5eed, &Device::Cpu, compute)?;
     let build_seconds = built.elapsed().as_secs_f64();
     let span = (model.config().vocab_size as u64).saturating_sub(8).max(1);
