@@ -128,19 +128,24 @@ fn only_the_rows_that_ask_get_an_alignment_and_generation_is_unchanged() {
     }
 }
 
+/// A translator on the Marian fixture (f32).
+fn fixture_translator() -> tarjama::pipeline::Translator {
+    use tarjama::pipeline::{ModelInfo, Task, Translator};
+    let model = load(MARIAN, None);
+    let tokenizer = tarjama::tokenizer::Tokenizer::from_dir(Path::new(MARIAN)).unwrap();
+    let info = ModelInfo::describe(&model, Task::Translation, "fixture".into(), "0".into());
+    let config = tarjama::scheduler::SchedulerConfig::default();
+    Translator::start(model, tokenizer, info, config).unwrap()
+}
+
 /// Through the pipeline: a text run with alignment gives each segment its token alignment
 /// and a word alignment over the segment's source and translation; a text run without
 /// carries none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn translated_segments_carry_their_alignment_when_asked() {
-    use tarjama::pipeline::{ModelInfo, SourceLanguage, Task, Translator};
-    use tarjama::scheduler::SchedulerConfig;
-    use tarjama::tokenizer::Tokenizer;
+    use tarjama::pipeline::SourceLanguage;
 
-    let model = load(MARIAN, None);
-    let tokenizer = Tokenizer::from_dir(Path::new(MARIAN)).unwrap();
-    let info = ModelInfo::describe(&model, Task::Translation, "fixture".into(), "0".into());
-    let translator = Translator::start(model, tokenizer, info, SchedulerConfig::default()).unwrap();
+    let translator = fixture_translator();
     let r = reference(MARIAN);
     let text = r["batch"]["texts"].as_array().unwrap()[..3]
         .iter()
@@ -188,4 +193,42 @@ async fn translated_segments_carry_their_alignment_when_asked() {
         assert!(all.is_none_or(|r| r.end <= targets));
     }
     translator.shutdown();
+}
+
+/// Protected spans (#17) are placed by this alignment: translating a sentence with a URL and
+/// a code gives what the model makes of the sentence without them, with each span put after
+/// the English word aligned to the source word before it (before the word aligned to the
+/// one after it, for a span that opens the sentence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_spans_go_where_the_alignment_puts_them() {
+    use tarjama::pipeline::SourceLanguage;
+    use tarjama::text::{find_protected, Place, Protected};
+
+    let translator = fixture_translator();
+    let options = Default::default();
+    for sentence in [
+        "G20 وأشارت لوكاش إلى أن https://a.example/x بوتين ناقشا مسألة الأمن",
+        "هل ستنجح المفاوضات مع @Reuters_AR؟",
+    ] {
+        let protected = Protected::new(sentence, &find_protected(sentence));
+        let got = translator
+            .translate(sentence.into(), SourceLanguage::Arabic, &options, None)
+            .await
+            .unwrap();
+        let masked = translator
+            .prepare(protected.masked.clone(), SourceLanguage::Arabic)
+            .await
+            .unwrap()
+            .with_alignment();
+        let masked = translator.run(masked, &options, None, None).await.unwrap();
+        let segment = &masked.segments[0];
+        let words = translator.word_alignment(segment).unwrap();
+        let expected = protected.restore(&segment.translation, |w| {
+            let after = w.checked_sub(1).and_then(|p| words.best_target(p));
+            after
+                .map(Place::After)
+                .or_else(|| words.best_target(w).map(Place::Before))
+        });
+        assert_eq!(got.segments[0].translation, expected, "{sentence}");
+    }
 }

@@ -93,7 +93,7 @@ async fn tc_big_by_catalog_name_serves_translate_articles_and_list_models() {
     assert_eq!(m.max_input_tokens, 1024);
 
     // Greedy and beam 4: exactly transformers' output wherever normalisation left the
-    // sentence alone and it is one segment.
+    // sentence alone, it is one segment and it has no protected span.
     let r = reference(TC_BIG);
     let mut exact = 0;
     for (mode, opts) in [("greedy", options(1, 0.0)), ("beam4", options(4, 1.0))] {
@@ -106,7 +106,9 @@ async fn tc_big_by_catalog_name_serves_translate_articles_and_list_models() {
                 .into_inner();
             let t = &reply.translations[0];
             assert_eq!(t.model, m.id);
-            if t.segments.len() == 1 && t.segments[0].source == text {
+            // Protected spans (`G20`) are taken out of the model's input: not comparable.
+            let protected = !tarjama::text::find_protected(text).is_empty();
+            if t.segments.len() == 1 && t.segments[0].source == text && !protected {
                 assert_eq!(
                     t.text,
                     case["translation"].as_str().unwrap(),

@@ -190,15 +190,7 @@ proptest! {
         sentence in non_arabic_sentence(),
         language in prop_oneof![Just("ar"), Just("auto")],
     ) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let got = runtime.block_on(async {
-            let server = shared_server().await;
-            translate(server, &sentence, language).await
-        });
+        let got = translate_on_shared_server(&sentence, language);
         // Normalisation maps Arabic-Indic digits to Western ones (what the model reads);
         // the segment's source is that normalised text, and it comes back as it is.
         for s in &got.segments {
@@ -209,6 +201,16 @@ proptest! {
             prop_assert_eq!(got.text.as_str(), sentence.trim());
         }
     }
+}
+
+/// `translate` from a property case (a plain test thread) on the shared server.
+fn translate_on_shared_server(text: &str, language: &str) -> Translation {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { translate(shared_server().await, text, language).await })
 }
 
 /// One server for all the property cases (each case has its own runtime, the server its own).
@@ -227,4 +229,88 @@ async fn shared_server() -> &'static TestServer {
     });
     let server = rx.recv().unwrap();
     SERVER.get_or_init(|| server)
+}
+
+/// The words of `s`, without `span`'s.
+fn without(s: &str, span: &str) -> String {
+    s.replace(span, " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_spans_come_out_byte_identical_once() {
+    let server = start(&[]).await;
+    let url = "https://example.com/news?id=7";
+    let text = format!("قال ترامب في {url} إن G20 ناقشت الأمن السيبراني مع @AlArabiya_Eng.");
+    let got = translate(&server, &text, "ar").await;
+    assert_tiles(&text, &got.segments);
+    let s = &got.segments[0];
+    assert_eq!(
+        s.source, text,
+        "the segment's source is the client's sentence"
+    );
+    for span in [url, "G20", "@AlArabiya_Eng"] {
+        assert_eq!(
+            s.translation.matches(span).count(),
+            1,
+            "{span} in {:?}",
+            s.translation
+        );
+        assert_eq!(got.text.matches(span).count(), 1);
+    }
+    // The model saw the sentence without them: the rest is what it makes of that alone.
+    let masked = "قال ترامب في إن ناقشت الأمن السيبراني مع .";
+    let rest = ["G20", "@AlArabiya_Eng", url]
+        .iter()
+        .fold(s.translation.clone(), |t, span| without(&t, span));
+    assert_eq!(rest, without(&alone(&server, masked).await, "\u{0}"));
+    // Articles too.
+    let mut client = server.client().await;
+    let reply = client
+        .process_article(ProcessArticleRequest {
+            id: "a".into(),
+            title: format!("قمة G20 في {url}"),
+            body: format!("{AR_2}\nراسلونا على news@example.org اليوم"),
+            source_language: "ar".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.title.matches("G20").count(), 1);
+    assert_eq!(reply.title.matches(url).count(), 1);
+    assert_eq!(reply.body.matches("news@example.org").count(), 1);
+    server.stop().await;
+}
+
+/// URLs, e-mail addresses and handles as scraped copy has them.
+fn protected_token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "https://[a-z]{3,8}\\.(com|org|net)/[a-z0-9]{0,6}",
+        "www\\.[a-z]{3,8}\\.com",
+        "[a-z]{3,6}\\.[a-z]{2,5}@[a-z]{3,6}\\.org",
+        "@[A-Za-z_]{3,10}",
+        "#[A-Za-z]{3,10}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A URL, e-mail address or handle inserted between any two words of a sentence comes
+    /// out of the translation exactly once, byte for byte.
+    #[test]
+    fn an_inserted_url_email_or_handle_comes_out_exactly_once(
+        token in protected_token(),
+        at in 0usize..32,
+    ) {
+        let mut words: Vec<&str> = AR_1.split(' ').collect();
+        let at = at % (words.len() + 1);
+        words.insert(at, &token);
+        let text = words.join(" ");
+        let got = translate_on_shared_server(&text, "ar");
+        prop_assert_eq!(got.text.matches(token.as_str()).count(), 1, "{:?}", got.text);
+    }
 }

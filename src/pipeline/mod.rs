@@ -305,9 +305,9 @@ impl Translator {
         })
         .await?;
         Ok(PreparedText {
+            alignment: prepared.needs_alignment(),
             prepared,
             started,
-            alignment: false,
         })
     }
 

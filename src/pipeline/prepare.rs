@@ -1,12 +1,17 @@
 //! Turning a client's text into model inputs, and the outputs back into a translation,
 //! paragraph by paragraph.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::model::Alignment;
 use crate::scheduler::{ModelLimits, SentenceOutput};
-use crate::text::{self, DetectedLanguage, Document, NormalizeOptions, Normalized};
+use crate::text::{
+    self, DetectedLanguage, Document, NormalizeOptions, Normalized, Place, Protected,
+};
 use crate::tokenizer::Tokenizer;
 
+use super::align::{align_sentence, WordAlignment};
 use super::blocking::CancelFlag;
 use super::{
     clip, timings, PipelineError, SourceLanguage, TranslatedParagraph, TranslatedSegment,
@@ -23,7 +28,13 @@ pub(super) struct Prepared {
     /// For each segment, its model input; `None` when it is passed through untranslated.
     input_of: Vec<Option<usize>>,
     inputs: Vec<Vec<u32>>,
+    /// For each segment, its protected spans (URLs, handles, Latin names and codes) when it
+    /// has any: the model translates the text without them, and they are put back at their
+    /// aligned place.
+    protected: Vec<Option<Protected>>,
     passthrough: bool,
+    /// Re-tokenises masked inputs to place their spans by alignment.
+    tokenizer: Arc<Tokenizer>,
 }
 
 impl Prepared {
@@ -32,7 +43,7 @@ impl Prepared {
     pub(super) fn new(
         original: &str,
         language: SourceLanguage,
-        tokenizer: &Tokenizer,
+        tokenizer: &Arc<Tokenizer>,
         limits: &ModelLimits,
         cancel: &CancelFlag,
     ) -> Result<Self, PipelineError> {
@@ -67,9 +78,20 @@ impl Prepared {
         for (k, &i) in translatable.iter().enumerate() {
             input_of[i] = Some(k);
         }
+        let mut protected = vec![None; document.segments.len()];
+        for &i in &translatable {
+            let sentence = &document.segments[i].text;
+            let spans = text::find_protected(sentence);
+            if !spans.is_empty() {
+                protected[i] = Some(Protected::new(sentence, &spans));
+            }
+        }
         let texts: Vec<&str> = translatable
             .iter()
-            .map(|&i| document.segments[i].text.as_str())
+            .map(|&i| match &protected[i] {
+                Some(p) => p.masked.as_str(),
+                None => document.segments[i].text.as_str(),
+            })
             .collect();
         let inputs = tokenizer.encode_batch(&texts)?;
         for (k, ids) in inputs.iter().enumerate() {
@@ -86,7 +108,9 @@ impl Prepared {
             document,
             input_of,
             inputs,
+            protected,
             passthrough,
+            tokenizer: Arc::clone(tokenizer),
         })
     }
 
@@ -96,7 +120,8 @@ impl Prepared {
     }
 
     /// The most bytes a response with this text's translation can take when each sentence
-    /// generates up to `max_new_tokens` tokens of up to `token_bytes` bytes each.
+    /// generates up to `max_new_tokens` tokens of up to `token_bytes` bytes each, plus the
+    /// token alignments held until the text is done for sentences with protected spans.
     pub(super) fn response_bytes(&self, max_new_tokens: usize, token_bytes: usize) -> usize {
         let generated = max_new_tokens.saturating_mul(token_bytes);
         (0..self.document.segments.len())
@@ -104,15 +129,28 @@ impl Prepared {
                 let source = self.document.segments[i].text.len();
                 // The segment's translation (its source when passed through), and the same
                 // again in the joined text.
-                let translation = match self.input_of[i] {
-                    Some(_) => generated,
-                    None => source,
+                let (translation, alignment) = match self.input_of[i] {
+                    Some(k) if self.protected[i].is_some() => (
+                        generated,
+                        self.inputs[k]
+                            .len()
+                            .saturating_mul(max_new_tokens)
+                            .saturating_mul(Alignment::BYTES_PER_CELL),
+                    ),
+                    Some(_) => (generated, 0),
+                    None => (source, 0),
                 };
                 source
                     .saturating_add(translation.saturating_mul(2))
                     .saturating_add(SEGMENT_OVERHEAD_BYTES)
+                    .saturating_add(alignment)
             })
             .fold(self.original.len(), usize::saturating_add)
+    }
+
+    /// Whether the model must record alignments (to place protected spans).
+    pub(super) fn needs_alignment(&self) -> bool {
+        self.protected.iter().any(Option::is_some)
     }
 
     pub(super) fn needs_translation(&self) -> bool {
@@ -153,7 +191,10 @@ impl Prepared {
         };
         match out {
             Some(o) => TranslatedSegment {
-                translation: o.generation.text.clone(),
+                translation: match &self.protected[index] {
+                    Some(p) => self.restore(p, o),
+                    None => o.generation.text.clone(),
+                },
                 score: o.generation.score,
                 detected_language: "ar",
                 token_ids: o.generation.ids.clone(),
@@ -162,6 +203,30 @@ impl Prepared {
             },
             None => passed,
         }
+    }
+
+    /// `o`'s translation with `p`'s spans put back: each after the English word aligned to
+    /// the source word before it (or before the word aligned to the one after it); where
+    /// nothing is aligned, at the end (at the start for a span that opened the sentence).
+    fn restore(&self, p: &Protected, o: &SentenceOutput) -> String {
+        let words = o
+            .generation
+            .alignment
+            .as_ref()
+            .and_then(|a| self.word_alignment(&p.masked, &o.generation.ids, a));
+        p.restore(&o.generation.text, |w| {
+            let words = words.as_ref()?;
+            let after = w.checked_sub(1).and_then(|prev| words.best_target(prev));
+            after
+                .map(Place::After)
+                .or_else(|| words.best_target(w).map(Place::Before))
+        })
+    }
+
+    fn word_alignment(&self, masked: &str, ids: &[u32], a: &Alignment) -> Option<WordAlignment> {
+        align_sentence(&self.tokenizer, masked, ids, a)
+            .map_err(|e| tracing::warn!(error = %e, "no word alignment: protected spans go last"))
+            .ok()
     }
 
     pub(super) fn paragraph_count(&self) -> usize {
