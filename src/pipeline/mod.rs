@@ -438,7 +438,8 @@ impl Translator {
 
     /// Which words of `segment`'s translation came from which words of its source (it must
     /// have been run [`PreparedText::with_alignment`]). Tokenises the source again: run it
-    /// on a blocking thread.
+    /// on a blocking thread. A segment with protected spans was run on its text without
+    /// them, so its alignment does not fit `source` and this returns an error.
     pub fn word_alignment(
         &self,
         segment: &TranslatedSegment,

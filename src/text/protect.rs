@@ -42,13 +42,14 @@ impl Protected {
     /// boundaries) out of `sentence`.
     pub fn new(sentence: &str, spans: &[Range<usize>]) -> Self {
         let mut masked = String::new();
+        let mut words = 0;
         let mut out = Vec::new();
         let mut at = 0;
         for r in spans {
-            push_words(&mut masked, &sentence[at..r.start]);
+            words += push_words(&mut masked, &sentence[at..r.start]);
             out.push(ProtectedSpan {
                 text: sentence[r.clone()].to_string(),
-                words_before: masked.split_whitespace().count(),
+                words_before: words,
             });
             at = r.end;
         }
@@ -88,13 +89,18 @@ impl Protected {
     }
 }
 
-fn push_words(masked: &mut String, text: &str) {
+/// Appends the words of `text` to `masked`, one space apart; returns how many. (Counting
+/// here, not by re-reading `masked` per span, keeps a sentence of many spans linear.)
+fn push_words(masked: &mut String, text: &str) -> usize {
+    let mut n = 0;
     for word in text.split_whitespace() {
         if !masked.is_empty() {
             masked.push(' ');
         }
         masked.push_str(word);
+        n += 1;
     }
+    n
 }
 
 /// Byte ranges of `sentence` to protect: each maximal run of chars that are neither
