@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::model::Alignment;
-use crate::scheduler::{ModelLimits, SentenceOutput};
+use crate::scheduler::{Generation, ModelLimits, SentenceOutput};
 use crate::text::{
     self, DetectedLanguage, Document, NormalizeOptions, Normalized, Place, Protected,
 };
@@ -176,45 +176,39 @@ impl Prepared {
     fn segment(&self, index: usize, out: Option<&SentenceOutput>) -> TranslatedSegment {
         let s = &self.document.segments[index];
         let (source_start, source_end) = self.normalized.segment_span(s);
-        // Passed through untranslated unless the model gave an output.
-        let passed = TranslatedSegment {
+        // Passed through untranslated unless the model gave an output; the language is
+        // only detected for text that was passed through.
+        let model = out.map(|o| &o.generation);
+        TranslatedSegment {
             source: s.text.clone(),
-            translation: s.text.clone(),
-            score: 0.0,
-            detected_language: text::detect_language(&s.text).code(),
+            translation: match (model, &self.protected[index]) {
+                (Some(g), Some(p)) => self.restore(p, g),
+                (Some(g), None) => g.text.clone(),
+                (None, _) => s.text.clone(),
+            },
+            score: model.map_or(0.0, |g| g.score),
+            detected_language: match model {
+                Some(_) => "ar",
+                None => text::detect_language(&s.text).code(),
+            },
             source_start,
             source_end,
             paragraph: s.paragraph,
             split: s.split != text::SplitKind::None,
-            token_ids: Vec::new(),
-            alignment: None,
-        };
-        match out {
-            Some(o) => TranslatedSegment {
-                translation: match &self.protected[index] {
-                    Some(p) => self.restore(p, o),
-                    None => o.generation.text.clone(),
-                },
-                score: o.generation.score,
-                detected_language: "ar",
-                token_ids: o.generation.ids.clone(),
-                alignment: o.generation.alignment.clone(),
-                ..passed
-            },
-            None => passed,
+            token_ids: model.map_or_else(Vec::new, |g| g.ids.clone()),
+            alignment: model.and_then(|g| g.alignment.clone()),
         }
     }
 
-    /// `o`'s translation with `p`'s spans put back: each after the English word aligned to
+    /// `g`'s translation with `p`'s spans put back: each after the English word aligned to
     /// the source word before it (or before the word aligned to the one after it); where
     /// nothing is aligned, at the end (at the start for a span that opened the sentence).
-    fn restore(&self, p: &Protected, o: &SentenceOutput) -> String {
-        let words = o
-            .generation
+    fn restore(&self, p: &Protected, g: &Generation) -> String {
+        let words = g
             .alignment
             .as_ref()
-            .and_then(|a| self.word_alignment(&p.masked, &o.generation.ids, a));
-        p.restore(&o.generation.text, |w| {
+            .and_then(|a| self.word_alignment(&p.masked, &g.ids, a));
+        p.restore(&g.text, |w| {
             let words = words.as_ref()?;
             let after = w.checked_sub(1).and_then(|prev| words.best_target(prev));
             after

@@ -168,8 +168,7 @@ fn collapse_whitespace(input: &[(char, usize)]) -> Vec<(char, usize)> {
 }
 
 fn emit_separator(run: &[(char, usize)], breaks: &[usize], out: &mut Vec<(char, usize)>) {
-    let run_chars: Vec<char> = run.iter().map(|&(c, _)| c).collect();
-    if breaks.is_empty() && is_headline_run(&run_chars) {
+    if breaks.is_empty() && is_headline_run(run.iter().map(|&(c, _)| c)) {
         out.extend_from_slice(run);
     } else if breaks.is_empty() {
         out.push((' ', run[0].1));
@@ -181,8 +180,16 @@ fn emit_separator(run: &[(char, usize)], breaks: &[usize], out: &mut Vec<(char, 
 
 /// Horizontal whitespace that separates headlines on one line: a tab, or three or more
 /// whitespace chars. Segmentation cuts there and reassembly puts the run back.
-pub(crate) fn is_headline_run(run: &[char]) -> bool {
-    !run.iter().any(|&c| chars::is_line_break(c)) && (run.contains(&'\t') || run.len() >= 3)
+pub(crate) fn is_headline_run(run: impl IntoIterator<Item = char>) -> bool {
+    let (mut len, mut tab) = (0, false);
+    for c in run {
+        if chars::is_line_break(c) {
+            return false;
+        }
+        len += 1;
+        tab |= c == '\t';
+    }
+    tab || len >= 3
 }
 
 /// Step 5: drops trailing lines that are boilerplate markers, repeatedly,

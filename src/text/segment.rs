@@ -116,7 +116,7 @@ fn headline_units(chars: &[char], line: Range<usize>) -> Vec<Range<usize>> {
         while i < line.end && chars[i].is_whitespace() {
             i += 1;
         }
-        if is_headline_run(&chars[run_start..i]) {
+        if is_headline_run(chars[run_start..i].iter().copied()) {
             units.push(start..run_start);
             start = i;
         }
@@ -166,7 +166,7 @@ fn build_document(chars: &[char], pieces: Vec<Piece>) -> Document {
             end,
             text: chars[p.range.clone()].iter().collect(),
             split: p.split,
-            joiner: if is_headline_run(gap) {
+            joiner: if is_headline_run(gap.iter().copied()) {
                 gap.iter().collect()
             } else {
                 " ".into()
