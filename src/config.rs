@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::ComputeType;
+use crate::pipeline::TextFormat;
 use crate::scheduler::SchedulerConfig;
 
 /// A catalog name (models/catalog.toml pins its revision, so that every replica serves the
@@ -285,6 +286,9 @@ pub struct TranslateArgs {
     /// shape), translated in batches.
     #[arg(long, conflicts_with = "text")]
     pub lines: bool,
+    /// What the text is: plain, or html (markup kept, the text translated).
+    #[arg(long, value_enum, default_value = "plain", conflicts_with = "raw")]
+    pub format: TextFormat,
     /// Compute threads (0 = all cores).
     #[arg(long, env = "TARJAMA_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -478,6 +482,10 @@ pub struct ClientArgs {
     /// .txt files: the first line is the title.
     #[arg(long)]
     pub title_from_first_line: bool,
+    /// What the articles are: plain text, or html (folders: their .html/.htm files; the
+    /// English comes back as HTML).
+    #[arg(long, value_enum, default_value = "plain")]
+    pub format: TextFormat,
     /// API key sent as `authorization: Bearer <key>`.
     #[arg(long, env = "TARJAMA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

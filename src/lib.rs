@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod html;
 pub mod hub;
 pub mod loader;
 pub mod loadtest;

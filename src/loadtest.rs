@@ -15,7 +15,7 @@ use crate::loader;
 use crate::model::bench::peak_rss_kib;
 use crate::pipeline::Engines;
 use crate::proto::translation_service_client::TranslationServiceClient;
-use crate::proto::{TextInput, TranslateRequest, TranslationOptions};
+use crate::proto::{TextFormat, TextInput, TranslateRequest, TranslationOptions};
 use crate::server::{self, StartupError};
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +250,7 @@ async fn client_loop(
         i += 1;
         let request = TranslateRequest {
             texts: vec![TextInput {
+                format: TextFormat::Plain as i32,
                 id: i.to_string(),
                 text: text.clone(),
             }],

@@ -8,7 +8,7 @@ use clap::Parser;
 use tarjama::config::{BenchArgs, Cli, Command, LogFormat, ServeArgs, TranslateArgs};
 use tarjama::model::GenerationOverrides;
 use tarjama::model::Seq2SeqModel;
-use tarjama::pipeline::{SourceLanguage, Translator};
+use tarjama::pipeline::{SourceLanguage, SourceText, Translator};
 use tarjama::scheduler::SchedulerConfig;
 use tarjama::{loader, server};
 
@@ -157,8 +157,12 @@ fn translate(args: TranslateArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let done =
-        runtime.block_on(translator.translate(text, SourceLanguage::Auto, &options, None))?;
+    let done = runtime.block_on(translator.translate(
+        source_text(&args, text),
+        SourceLanguage::Auto,
+        &options,
+        None,
+    ))?;
     translator.shutdown();
     if args.json {
         println!("{}", translation_json(&done));
@@ -238,7 +242,7 @@ fn translate_lines(
                         return Ok(serde_json::json!({"translation": "", "token_ids": [], "score": 0.0, "segments": []}));
                     }
                     translator
-                        .translate(line.clone(), SourceLanguage::Auto, options, None)
+                        .translate(source_text(args, line.clone()), SourceLanguage::Auto, options, None)
                         .await
                         .map(|d| translation_json(&d))
                 }
@@ -288,6 +292,14 @@ fn translate_raw_batch(
             serde_json::json!({"translation": translation, "token_ids": g.ids, "score": g.score});
     }
     Ok(out)
+}
+
+/// `text` in the format `translate` was given.
+fn source_text(args: &TranslateArgs, text: String) -> SourceText {
+    SourceText {
+        text,
+        format: args.format,
+    }
 }
 
 /// The generation options `translate` was given.

@@ -143,7 +143,7 @@ fn fixture_translator() -> tarjama::pipeline::Translator {
 /// carries none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn translated_segments_carry_their_alignment_when_asked() {
-    use tarjama::pipeline::SourceLanguage;
+    use tarjama::pipeline::{SourceLanguage, SourceText};
 
     let translator = fixture_translator();
     let r = reference(MARIAN);
@@ -154,11 +154,16 @@ async fn translated_segments_carry_their_alignment_when_asked() {
         .join("\n\n");
     let options = Default::default();
     let plain = translator
-        .translate(text.clone(), SourceLanguage::Arabic, &options, None)
+        .translate(
+            SourceText::plain(text.clone()),
+            SourceLanguage::Arabic,
+            &options,
+            None,
+        )
         .await
         .unwrap();
     let prepared = translator
-        .prepare(text, SourceLanguage::Arabic)
+        .prepare(SourceText::plain(text), SourceLanguage::Arabic)
         .await
         .unwrap()
         .with_alignment();
@@ -201,7 +206,7 @@ async fn translated_segments_carry_their_alignment_when_asked() {
 /// one after it, for a span that opens the sentence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_spans_go_where_the_alignment_puts_them() {
-    use tarjama::pipeline::SourceLanguage;
+    use tarjama::pipeline::{SourceLanguage, SourceText};
     use tarjama::text::{find_protected, Place, Protected};
 
     let translator = fixture_translator();
@@ -212,11 +217,19 @@ async fn protected_spans_go_where_the_alignment_puts_them() {
     ] {
         let protected = Protected::new(sentence, &find_protected(sentence));
         let got = translator
-            .translate(sentence.into(), SourceLanguage::Arabic, &options, None)
+            .translate(
+                SourceText::plain(sentence),
+                SourceLanguage::Arabic,
+                &options,
+                None,
+            )
             .await
             .unwrap();
         let masked = translator
-            .prepare(protected.masked.clone(), SourceLanguage::Arabic)
+            .prepare(
+                SourceText::plain(protected.masked.clone()),
+                SourceLanguage::Arabic,
+            )
             .await
             .unwrap()
             .with_alignment();

@@ -16,6 +16,7 @@ fn translate_request(text: &str) -> TranslateRequest {
         texts: vec![TextInput {
             id: "1".into(),
             text: text.into(),
+            ..Default::default()
         }],
         source_language: "ar".into(),
         target_language: "en".into(),

@@ -18,6 +18,7 @@ fn one_text() -> TranslateRequest {
         texts: vec![TextInput {
             id: "1".into(),
             text: "قالت روسيا يوم الاثنين.".into(),
+            ..Default::default()
         }],
         source_language: "ar".into(),
         target_language: "en".into(),

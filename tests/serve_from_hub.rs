@@ -53,6 +53,7 @@ async fn serve_downloads_a_pinned_revision_once_then_starts_from_the_cache() {
         texts: vec![TextInput {
             id: "1".into(),
             text: "مرحبا".into(),
+            ..Default::default()
         }],
         ..Default::default()
     };

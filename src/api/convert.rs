@@ -124,6 +124,7 @@ same_fields!(
         source_language,
         options,
         summary_options,
-        title_from_first_line
+        title_from_first_line,
+        format
     ]
 );

@@ -220,8 +220,7 @@ async fn translate_job(
         language,
         options,
     } = job;
-    let (ids, texts): (Vec<String>, Vec<String>) =
-        texts.into_iter().map(|t| (t.id, t.text)).unzip();
+    let (ids, texts): (Vec<String>, Vec<_>) = texts.into_iter().map(|t| (t.id, t.text)).unzip();
     let done = translator
         .translate_all(texts, language, &options, deadline)
         .await

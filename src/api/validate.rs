@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use crate::model::GenerationOverrides;
-use crate::pipeline::{Article, SourceLanguage, SummaryMethod, SummaryRequest, MAX_BEAM_SIZE};
+use crate::pipeline::{
+    Article, SourceLanguage, SourceText, SummaryMethod, SummaryRequest, TextFormat, MAX_BEAM_SIZE,
+};
 use crate::proto;
 use crate::summarize::SummaryBudget;
 
@@ -43,7 +45,7 @@ pub struct InvalidRequest(pub Vec<Violation>);
 
 pub struct TextJob {
     pub id: String,
-    pub text: String,
+    pub text: SourceText,
 }
 
 pub struct TranslateJob {
@@ -121,6 +123,7 @@ pub fn translate_request(
     let mut seen = HashSet::new();
     for (i, input) in request.texts.iter().enumerate() {
         text_field(&mut check, &format!("texts[{i}].text"), &input.text, limits);
+        text_format(&mut check, &format!("texts[{i}].format"), input.format);
         if !input.id.is_empty() && !seen.insert(input.id.as_str()) {
             check.fail(
                 format!("texts[{i}].id"),
@@ -136,7 +139,10 @@ pub fn translate_request(
         .into_iter()
         .map(|t| TextJob {
             id: t.id,
-            text: t.text,
+            text: SourceText {
+                text: t.text,
+                format: format_of(t.format),
+            },
         })
         .collect();
     check.finish(TranslateJob {
@@ -144,6 +150,23 @@ pub fn translate_request(
         language,
         options,
     })
+}
+
+fn text_format(check: &mut Checker, field: &str, format: i32) {
+    if proto::TextFormat::try_from(format).is_err() {
+        check.fail(
+            field,
+            format!("unknown format {format}: use TEXT_FORMAT_PLAIN or TEXT_FORMAT_HTML"),
+        );
+    }
+}
+
+/// A checked `TextFormat` (unknown values were refused).
+fn format_of(format: i32) -> TextFormat {
+    match proto::TextFormat::try_from(format) {
+        Ok(proto::TextFormat::Html) => TextFormat::Html,
+        _ => TextFormat::Plain,
+    }
 }
 
 fn text_field(check: &mut Checker, field: &str, text: &str, limits: &Limits) {
@@ -256,6 +279,13 @@ pub fn article_request(
         limits.max_output_tokens,
     );
     let summary = summary_options(&mut check, request.summary_options.as_ref(), limits, true);
+    text_format(&mut check, "format", request.format);
+    if format_of(request.format) == TextFormat::Html && request.title_from_first_line {
+        check.fail(
+            "title_from_first_line",
+            "lines mean nothing in HTML: send the title (it may be an <h1>) in `title`",
+        );
+    }
     let (title, body, body_offset) =
         if request.title.trim().is_empty() && request.title_from_first_line {
             split_first_line(&request.body)
@@ -281,6 +311,7 @@ pub fn article_request(
         article: Article {
             title,
             body,
+            format: format_of(request.format),
             language,
             options,
             summary,

@@ -26,6 +26,8 @@ pub struct CallOptions {
     pub retry: RetryPolicy,
     /// For `.txt` files and JSONL `text`.
     pub title_from_first_line: bool,
+    /// What the articles are.
+    pub format: crate::pipeline::TextFormat,
 }
 
 /// How one article ended.
@@ -75,6 +77,7 @@ fn request(id: &str, article: Article, options: &CallOptions) -> proto::ProcessA
         }),
         summary_options: summary_options(options.summary),
         title_from_first_line: article.title_from_first_line,
+        format: options.format.proto(),
     }
 }
 
@@ -234,6 +237,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::new(0),
             title_from_first_line: false,
+            format: Default::default(),
         };
         let record = s.record("x".into(), &options, 1, Instant::now());
         assert_eq!(record.translation, "a\n\nb");

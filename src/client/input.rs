@@ -45,7 +45,8 @@ pub struct BadItem {
 
 pub type Entry = Result<Item, BadItem>;
 
-/// Reads the input: a folder (its `*.txt` files, sorted by name) or a `.jsonl`/`.ndjson` file.
+/// Reads the input: a folder (its `*.txt`, `*.html` and `*.htm` files, sorted by name) or a
+/// `.jsonl`/`.ndjson` file.
 pub async fn load(path: &Path, title_from_first_line: bool) -> Result<Vec<Entry>, ClientError> {
     let io_error = |source| ClientError::Input {
         path: path.to_path_buf(),
@@ -78,10 +79,11 @@ async fn folder(dir: &Path) -> Result<Vec<Entry>, ClientError> {
     let mut files = Vec::new();
     while let Some(entry) = listing.next_entry().await.map_err(io_error)? {
         let path = entry.path();
-        let is_txt = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+        let is_txt = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["txt", "html", "htm"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        });
         if is_txt && entry.file_type().await.map_err(io_error)?.is_file() {
             files.push(path);
         }

@@ -202,6 +202,7 @@ fn call_options(args: &ClientArgs) -> CallOptions {
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
         retry: RetryPolicy::new(args.retries),
         title_from_first_line: args.title_from_first_line,
+        format: args.format,
     }
 }
 

@@ -12,6 +12,7 @@
 use std::ops::Range;
 
 use crate::model::Alignment;
+use crate::text::word_ranges;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +64,8 @@ impl WordAlignment {
             tokens.target_len() + 1,
             target_tokens.len(),
         )?;
-        let source_words = words(source);
-        let target_words = words(target);
+        let source_words = word_ranges(source);
+        let target_words = word_ranges(target);
         let source_of = word_of_tokens(&source_words, source_tokens);
         // Row t of the token alignment is generated id t + 1.
         let target_of = word_of_tokens(&target_words, &target_tokens[1..]);
@@ -140,6 +141,18 @@ impl WordAlignment {
     }
 }
 
+/// A translated segment's words linked across the two languages, the source words located
+/// in the client's text: what placing markup by alignment works from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentWords {
+    /// Char range of each source word in the client's text, in order.
+    pub source: Vec<Range<usize>>,
+    /// Byte range of each word of the segment's translation, in order.
+    pub target: Vec<Range<usize>>,
+    /// For each source word, the words of the translation it aligns to (`None`: nothing).
+    pub links: Vec<Option<Range<usize>>>,
+}
+
 /// The word alignment of one translated sentence: `source` is the text the model's input
 /// was tokenised from, `target_ids` what it generated (decoder start first) and `tokens`
 /// their alignment. Tokenises the source again for its offsets; the target text is
@@ -153,26 +166,6 @@ pub fn align_sentence(
     let (_, source_tokens) = tokenizer.encode_with_offsets(source)?;
     let (target, target_tokens) = tokenizer.decode_with_offsets(target_ids)?;
     WordAlignment::new(source, &source_tokens, &target, &target_tokens, tokens)
-}
-
-/// Maximal runs of non-whitespace characters.
-fn words(text: &str) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        match (c.is_whitespace(), start) {
-            (false, None) => start = Some(i),
-            (true, Some(s)) => {
-                out.push(s..i);
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push(s..text.len());
-    }
-    out
 }
 
 /// For each token, the word its text starts in (`None`: no text, or outside every word).
@@ -284,12 +277,5 @@ mod tests {
         assert!(matches!(bad_source, Err(AlignError::Shape { .. })));
         let bad_target = WordAlignment::new("a", &[0..1, 1..1], "x", &one_token, &tokens);
         assert!(matches!(bad_target, Err(AlignError::Shape { .. })));
-    }
-
-    #[test]
-    fn words_are_whitespace_separated_runs() {
-        assert_eq!(words("  ab\tc  d "), vec![2..4, 5..6, 8..9]);
-        assert_eq!(words(""), Vec::<Range<usize>>::new());
-        assert_eq!(words("كلمة واحدة"), vec![0..8, 9..19]);
     }
 }

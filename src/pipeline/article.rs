@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{
-    summarize_english, PipelineError, PreparedText, SourceLanguage, Summarizer, SummaryOutput,
-    SummaryRequest, TranslatedParagraph, TranslatedText, Translator,
+    summarize_english, PipelineError, PreparedText, SourceLanguage, SourceText, Summarizer,
+    SummaryOutput, SummaryRequest, TextFormat, TranslatedParagraph, TranslatedText, Translator,
 };
 use crate::model::GenerationOverrides;
 
@@ -25,6 +25,8 @@ pub struct Engines {
 pub struct Article {
     pub title: String,
     pub body: String,
+    /// Of title and body alike.
+    pub format: TextFormat,
     pub language: SourceLanguage,
     pub options: GenerationOverrides,
     /// `None`: no summary wanted.
@@ -105,6 +107,10 @@ async fn prepare(
             if text.trim().is_empty() {
                 return Ok(None);
             }
+            let text = SourceText {
+                text,
+                format: article.format,
+            };
             translator
                 .prepare(text, article.language)
                 .await
@@ -211,7 +217,7 @@ async fn summary(
     let Some(request) = &article.summary else {
         return Ok(None);
     };
-    let Some(english) = body.or(title).map(|t| t.text.clone()) else {
+    let Some(english) = body.or(title).map(|t| t.english().to_string()) else {
         return Ok(None);
     };
     let out = summarize_english(engines.summarizer.as_deref(), english, request, deadline).await?;
@@ -241,7 +247,12 @@ pub async fn summarize_text(
     let (english, translation) = if arabic {
         let done = engines
             .translator
-            .translate(text, SourceLanguage::Arabic, translation, deadline)
+            .translate(
+                SourceText::plain(text),
+                SourceLanguage::Arabic,
+                translation,
+                deadline,
+            )
             .await?;
         (done.text.clone(), Some(done))
     } else {

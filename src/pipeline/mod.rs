@@ -9,6 +9,7 @@ mod article;
 mod backend;
 mod blocking;
 mod engine;
+mod html;
 mod prepare;
 mod summarizer;
 mod summary;
@@ -22,6 +23,8 @@ pub use article::{
     Engines, SummarizedText, Totals, TranslatedArticle,
 };
 pub use backend::ModelBackend;
+use html::Markup;
+pub use html::TextFormat;
 use prepare::Prepared;
 pub use summarizer::{AbstractiveSummary, Summarizer};
 pub use summary::{summarize_english, SummaryMethod, SummaryOutput, SummaryRequest};
@@ -176,6 +179,9 @@ pub struct TranslatedSegment {
     /// The model's token alignment, when the text was run [`PreparedText::with_alignment`]
     /// (see [`Translator::word_alignment`]).
     pub alignment: Option<Alignment>,
+    /// The segment's words linked to its translation's, when the text was prepared for
+    /// markup (HTML): source words in the client's text, protected spans included.
+    pub words: Option<align::SegmentWords>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -189,6 +195,39 @@ pub struct TranslatedText {
     pub inference_time: Duration,
     /// From the start of `translate` to its answer.
     pub total_time: Duration,
+    /// For an HTML text (whose `text` is the translated document): the English of its text
+    /// as plain paragraphs.
+    pub plain_text: Option<String>,
+}
+
+impl TranslatedText {
+    /// The English as plain text (what summaries read).
+    pub fn english(&self) -> &str {
+        self.plain_text.as_deref().unwrap_or(&self.text)
+    }
+}
+
+/// A client's text and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceText {
+    pub text: String,
+    pub format: TextFormat,
+}
+
+impl SourceText {
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            format: TextFormat::Plain,
+        }
+    }
+
+    pub fn html(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            format: TextFormat::Html,
+        }
+    }
 }
 
 /// One paragraph of a text, sent as soon as all its sentences are translated.
@@ -213,6 +252,8 @@ pub struct PreparedText {
     prepared: Prepared,
     started: Instant,
     alignment: bool,
+    /// An HTML text's document, to write the translation back into.
+    markup: Option<Box<Markup>>,
 }
 
 impl PreparedText {
@@ -294,20 +335,32 @@ impl Translator {
     /// returned future is dropped).
     pub async fn prepare(
         &self,
-        text: String,
+        text: SourceText,
         language: SourceLanguage,
     ) -> Result<PreparedText, PipelineError> {
         let started = Instant::now();
         let tokenizer = self.engine.tokenizer.clone();
         let limits = self.engine.scheduler.limits().clone();
-        let prepared = blocking::run("text preparation", move |cancel| {
-            Prepared::new(&text, language, &tokenizer, &limits, cancel)
+        let (prepared, markup) = blocking::run("text preparation", move |cancel| {
+            let (markup, plain) = match text.format {
+                TextFormat::Plain => (None, text.text),
+                TextFormat::Html => {
+                    let (markup, plain) = Markup::parse(text.text)?;
+                    (Some(Box::new(markup)), plain)
+                }
+            };
+            let mut prepared = Prepared::new(&plain, language, &tokenizer, &limits, cancel)?;
+            if markup.is_some() {
+                prepared.link_words();
+            }
+            Ok((prepared, markup))
         })
         .await?;
         Ok(PreparedText {
             alignment: prepared.needs_alignment(),
             prepared,
             started,
+            markup,
         })
     }
 
@@ -316,11 +369,19 @@ impl Translator {
         let options = self.engine.request_options(options);
         let beams = options.num_beams.unwrap_or(1).max(1);
         let max_new_tokens = self.engine.scheduler.limits().max_steps(&options);
+        let mut response_bytes = text
+            .prepared
+            .response_bytes(max_new_tokens, self.token_bytes);
+        if let Some(markup) = &text.markup {
+            let translations = text
+                .sentences()
+                .saturating_mul(max_new_tokens)
+                .saturating_mul(self.token_bytes);
+            response_bytes = response_bytes.saturating_add(markup.response_bytes(translations));
+        }
         CallCost {
             token_beams: text.prepared.source_tokens().saturating_mul(beams),
-            response_bytes: text
-                .prepared
-                .response_bytes(max_new_tokens, self.token_bytes),
+            response_bytes,
             sentences: text.sentences(),
             max_new_tokens,
         }
@@ -351,7 +412,7 @@ impl Translator {
     /// Translates one text, keeping its paragraph structure.
     pub async fn translate(
         &self,
-        text: String,
+        text: SourceText,
         language: SourceLanguage,
         options: &GenerationOverrides,
         deadline: Option<Instant>,
@@ -366,7 +427,7 @@ impl Translator {
     /// ends the call (dropping, and so cancelling, the others).
     pub async fn translate_all(
         &self,
-        texts: Vec<String>,
+        texts: Vec<SourceText>,
         language: SourceLanguage,
         options: &GenerationOverrides,
         deadline: Option<Instant>,
@@ -417,9 +478,35 @@ impl Translator {
             prepared,
             started,
             alignment,
+            markup,
         } = text;
+        let markup = markup.as_deref();
+        let done = self
+            .generate(
+                &prepared, started, alignment, markup, options, deadline, progress,
+            )
+            .await?;
+        Ok(match markup {
+            Some(m) => m.finish(done),
+            None => done,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn generate(
+        &self,
+        prepared: &Prepared,
+        started: Instant,
+        alignment: bool,
+        markup: Option<&Markup>,
+        options: &GenerationOverrides,
+        deadline: Option<Instant>,
+        progress: Option<&mpsc::Sender<TranslatedParagraph>>,
+    ) -> Result<TranslatedText, PipelineError> {
+        let progress = progress.map(|tx| Progress { tx, markup });
+        let progress = progress.as_ref();
         if !prepared.needs_translation() {
-            send_ready_paragraphs(&prepared, &[], 0, progress).await;
+            send_ready_paragraphs(prepared, &[], 0, progress).await;
             return Ok(prepared.passthrough(started));
         }
         let options = self.engine.request_options(options);
@@ -431,7 +518,7 @@ impl Translator {
         while let Some(out) = ticket.next().await {
             outputs.put(out?);
             next_paragraph =
-                send_ready_paragraphs(&prepared, outputs.slots(), next_paragraph, progress).await;
+                send_ready_paragraphs(prepared, outputs.slots(), next_paragraph, progress).await;
         }
         Ok(prepared.assemble(&outputs.into_complete()?, started))
     }
@@ -467,12 +554,18 @@ impl Translator {
     }
 }
 
+/// Where finished paragraphs go, written back into their HTML for an HTML text.
+struct Progress<'a> {
+    tx: &'a mpsc::Sender<TranslatedParagraph>,
+    markup: Option<&'a Markup>,
+}
+
 /// Sends the finished paragraphs from `next` on; returns the first one not yet finished.
 async fn send_ready_paragraphs(
     prepared: &Prepared,
     outputs: &[Option<SentenceOutput>],
     mut next: usize,
-    progress: Option<&mpsc::Sender<TranslatedParagraph>>,
+    progress: Option<&Progress<'_>>,
 ) -> usize {
     let Some(progress) = progress else {
         return next;
@@ -481,8 +574,12 @@ async fn send_ready_paragraphs(
         let Some(paragraph) = prepared.paragraph(next, outputs) else {
             break;
         };
+        let paragraph = match progress.markup {
+            Some(m) => m.paragraph(paragraph),
+            None => paragraph,
+        };
         // A receiver that went away no longer wants paragraphs; the caller notices.
-        let _ = progress.send(paragraph).await;
+        let _ = progress.tx.send(paragraph).await;
         next += 1;
     }
     next

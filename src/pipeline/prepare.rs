@@ -1,6 +1,7 @@
 //! Turning a client's text into model inputs, and the outputs back into a translation,
 //! paragraph by paragraph.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,12 +12,15 @@ use crate::text::{
 };
 use crate::tokenizer::Tokenizer;
 
-use super::align::{align_sentence, WordAlignment};
+use super::align::{align_sentence, SegmentWords, WordAlignment};
 use super::blocking::CancelFlag;
 use super::{
     clip, timings, PipelineError, SourceLanguage, TranslatedParagraph, TranslatedSegment,
     TranslatedText,
 };
+
+/// Source words (byte ranges of a segment's text) and the translation words each aligns to.
+type LinkedWords = (Vec<Range<usize>>, Vec<Option<Range<usize>>>);
 
 /// Bytes of a response segment besides its texts (spans, score, field tags).
 const SEGMENT_OVERHEAD_BYTES: usize = 64;
@@ -33,6 +37,9 @@ pub(super) struct Prepared {
     /// aligned place.
     protected: Vec<Option<Protected>>,
     passthrough: bool,
+    /// Every translated segment records its alignment and reports its linked words (for
+    /// markup placed by alignment).
+    linked_words: bool,
     /// Re-tokenises masked inputs to place their spans by alignment.
     tokenizer: Arc<Tokenizer>,
 }
@@ -110,8 +117,15 @@ impl Prepared {
             inputs,
             protected,
             passthrough,
+            linked_words: false,
             tokenizer: Arc::clone(tokenizer),
         })
+    }
+
+    /// Record alignments for every translated segment and link each segment's words (see
+    /// [`super::align::SegmentWords`]).
+    pub(super) fn link_words(&mut self) {
+        self.linked_words = true;
     }
 
     /// Source tokens of all model inputs.
@@ -130,7 +144,7 @@ impl Prepared {
                 // The segment's translation (its source when passed through), and the same
                 // again in the joined text.
                 let (translation, alignment) = match self.input_of[i] {
-                    Some(k) if self.protected[i].is_some() => (
+                    Some(k) if self.protected[i].is_some() || self.linked_words => (
                         generated,
                         self.inputs[k]
                             .len()
@@ -148,9 +162,9 @@ impl Prepared {
             .fold(self.original.len(), usize::saturating_add)
     }
 
-    /// Whether the model must record alignments (to place protected spans).
+    /// Whether the model must record alignments (to place protected spans or markup).
     pub(super) fn needs_alignment(&self) -> bool {
-        self.protected.iter().any(Option::is_some)
+        self.linked_words || self.protected.iter().any(Option::is_some)
     }
 
     pub(super) fn needs_translation(&self) -> bool {
@@ -179,13 +193,11 @@ impl Prepared {
         // Passed through untranslated unless the model gave an output; the language is
         // only detected for text that was passed through.
         let model = out.map(|o| &o.generation);
+        let (translation, words) = self.translation(s, model, self.protected[index].as_ref());
+        let words = words.map(|(source, links)| self.located(s, &source, links, &translation));
         TranslatedSegment {
             source: s.text.clone(),
-            translation: match (model, &self.protected[index]) {
-                (Some(g), Some(p)) => self.restore(p, g),
-                (Some(g), None) => g.text.clone(),
-                (None, _) => s.text.clone(),
-            },
+            translation,
             score: model.map_or(0.0, |g| g.score),
             detected_language: match model {
                 Some(_) => "ar",
@@ -197,24 +209,97 @@ impl Prepared {
             split: s.split != text::SplitKind::None,
             token_ids: model.map_or_else(Vec::new, |g| g.ids.clone()),
             alignment: model.and_then(|g| g.alignment.clone()),
+            words,
         }
     }
 
-    /// `g`'s translation with `p`'s spans put back: each after the English word aligned to
-    /// the source word before it (or before the word aligned to the one after it); where
-    /// nothing is aligned, at the end (at the start for a span that opened the sentence).
-    fn restore(&self, p: &Protected, g: &Generation) -> String {
-        let words = g
-            .alignment
-            .as_ref()
-            .and_then(|a| self.word_alignment(&p.masked, &g.ids, a));
-        p.restore(&g.text, |w| {
-            let words = words.as_ref()?;
-            let after = w.checked_sub(1).and_then(|prev| words.best_target(prev));
+    /// The segment's translation and, when words are linked, its source words (byte ranges
+    /// of `s.text`) with the translation's words each aligns to. Protected spans go back
+    /// after the English word aligned to the source word before them (or before the word
+    /// aligned to the one after); where nothing is aligned, at the end (at the start for a
+    /// span that opened the sentence).
+    fn translation(
+        &self,
+        s: &text::Segment,
+        model: Option<&Generation>,
+        protected: Option<&Protected>,
+    ) -> (String, Option<LinkedWords>) {
+        let Some(g) = model else {
+            let words = text::word_ranges(&s.text);
+            let links = (0..words.len()).map(|i| Some(i..i + 1)).collect();
+            return (s.text.clone(), self.linked_words.then_some((words, links)));
+        };
+        let masked = protected.map_or(s.text.as_str(), |p| p.masked.as_str());
+        let aligned = match (&g.alignment, protected.is_some() || self.linked_words) {
+            (Some(a), true) => self.word_alignment(masked, &g.ids, a),
+            _ => None,
+        };
+        let best = |w: usize| aligned.as_ref().and_then(|a| a.best_target(w));
+        let Some(p) = protected else {
+            let words = text::word_ranges(&s.text);
+            let links = (0..words.len())
+                .map(|w| best(w).map(|t| t..t + 1))
+                .collect();
+            return (g.text.clone(), self.linked_words.then_some((words, links)));
+        };
+        let restored = p.restore_placed(&g.text, |w| {
+            let after = w.checked_sub(1).and_then(best);
             after
                 .map(Place::After)
-                .or_else(|| words.best_target(w).map(Place::Before))
-        })
+                .or_else(|| best(w).map(Place::Before))
+        });
+        if !self.linked_words {
+            return (restored.text, None);
+        }
+        let mut linked: Vec<(Range<usize>, Option<Range<usize>>)> = p
+            .words
+            .iter()
+            .enumerate()
+            .map(|(w, r)| {
+                let t = best(w).and_then(|t| restored.word_at.get(t).copied());
+                (r.clone(), t.map(|t| t..t + 1))
+            })
+            .chain(
+                p.spans
+                    .iter()
+                    .zip(&restored.span_at)
+                    .map(|(span, at)| (span.range.clone(), Some(at.clone()))),
+            )
+            .collect();
+        linked.sort_by_key(|(r, _)| r.start);
+        let (words, links) = linked.into_iter().unzip();
+        (restored.text, Some((words, links)))
+    }
+
+    /// `source` (byte ranges of `s.text`) located in the client's text, with the words of
+    /// `translation`.
+    fn located(
+        &self,
+        s: &text::Segment,
+        source: &[Range<usize>],
+        links: Vec<Option<Range<usize>>>,
+        translation: &str,
+    ) -> SegmentWords {
+        let char_starts: Vec<usize> = s.text.char_indices().map(|(b, _)| b).collect();
+        let char_at = |byte: usize| s.start + char_starts.partition_point(|&b| b < byte);
+        let target = text::word_ranges(translation);
+        let n = target.len();
+        SegmentWords {
+            source: source
+                .iter()
+                .map(|r| {
+                    let (a, b) = self
+                        .normalized
+                        .original_span(char_at(r.start), char_at(r.end));
+                    a..b
+                })
+                .collect(),
+            links: links
+                .into_iter()
+                .map(|l| l.filter(|l| l.end <= n))
+                .collect(),
+            target,
+        }
     }
 
     fn word_alignment(&self, masked: &str, ids: &[u32], a: &Alignment) -> Option<WordAlignment> {
@@ -269,6 +354,7 @@ impl Prepared {
             queue_time: Default::default(),
             inference_time: Default::default(),
             total_time: started.elapsed(),
+            plain_text: None,
         }
     }
 
@@ -292,6 +378,7 @@ impl Prepared {
             queue_time,
             inference_time,
             total_time: started.elapsed(),
+            plain_text: None,
         }
     }
 }

@@ -30,7 +30,7 @@ pub use language::{
     detect_language, detect_script, has_arabic_letter, DetectedLanguage, LetterCounts, Script,
 };
 pub use normalize::{normalize, NormalizeOptions, Normalized, BOILERPLATE};
-pub use protect::{find_protected, Place, Protected, ProtectedSpan};
+pub use protect::{find_protected, Place, Protected, ProtectedSpan, Restored};
 pub use segment::{
     reassemble, reassemble_paragraph, segment, Document, Paragraph, Segment, SplitKind,
 };
@@ -42,5 +42,36 @@ pub fn clip(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         None => s.to_string(),
         Some((end, _)) => format!("{}…", &s[..end]),
+    }
+}
+
+/// Byte ranges of the words of `text`: maximal runs of non-whitespace characters (the
+/// words `split_whitespace` gives).
+pub fn word_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push(s..i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(s..text.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn words_are_whitespace_separated_runs() {
+        assert_eq!(super::word_ranges("  ab\tc  d "), vec![2..4, 5..6, 8..9]);
+        assert!(super::word_ranges("").is_empty());
+        assert_eq!(super::word_ranges("كلمة واحدة"), vec![0..8, 9..19]);
     }
 }

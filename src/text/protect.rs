@@ -20,6 +20,8 @@ pub struct Protected {
     pub masked: String,
     /// The spans in order, each with where it stood.
     pub spans: Vec<ProtectedSpan>,
+    /// Byte range in the sentence of each word of `masked`.
+    pub words: Vec<Range<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,18 @@ pub struct ProtectedSpan {
     pub text: String,
     /// How many words of `masked` stand before it.
     pub words_before: usize,
+    /// Its byte range in the sentence.
+    pub range: Range<usize>,
+}
+
+/// A translation with its protected spans put back, and where each piece went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub text: String,
+    /// For each word of the translation without spans, its word index in `text`.
+    pub word_at: Vec<usize>,
+    /// For each span, the word indices of `text` it fills.
+    pub span_at: Vec<Range<usize>>,
 }
 
 /// Where a span goes in the translation: after target word `i`, or before it.
@@ -42,19 +56,24 @@ impl Protected {
     /// boundaries) out of `sentence`.
     pub fn new(sentence: &str, spans: &[Range<usize>]) -> Self {
         let mut masked = String::new();
-        let mut words = 0;
+        let mut words = Vec::new();
         let mut out = Vec::new();
         let mut at = 0;
         for r in spans {
-            words += push_words(&mut masked, &sentence[at..r.start]);
+            push_words(&mut masked, sentence, at..r.start, &mut words);
             out.push(ProtectedSpan {
                 text: sentence[r.clone()].to_string(),
-                words_before: words,
+                words_before: words.len(),
+                range: r.clone(),
             });
             at = r.end;
         }
-        push_words(&mut masked, &sentence[at..]);
-        Self { masked, spans: out }
+        push_words(&mut masked, sentence, at..sentence.len(), &mut words);
+        Self {
+            masked,
+            spans: out,
+            words,
+        }
     }
 
     /// `translation` with every span put back. `place(w)` says where the span that followed
@@ -62,45 +81,76 @@ impl Protected {
     /// (whitespace-separated; `None`: nothing aligned, the span goes at the end, or at the
     /// start for a span before every source word).
     pub fn restore(&self, translation: &str, place: impl Fn(usize) -> Option<Place>) -> String {
+        self.restore_placed(translation, place).text
+    }
+
+    /// [`Protected::restore`], saying where each word and span went.
+    pub fn restore_placed(
+        &self,
+        translation: &str,
+        place: impl Fn(usize) -> Option<Place>,
+    ) -> Restored {
         let words: Vec<&str> = translation.split_whitespace().collect();
-        let mut before: Vec<Vec<&str>> = vec![Vec::new(); words.len() + 1];
-        let mut after: Vec<Vec<&str>> = vec![Vec::new(); words.len() + 1];
-        for span in &self.spans {
+        let mut before: Vec<Vec<usize>> = vec![Vec::new(); words.len() + 1];
+        let mut after: Vec<Vec<usize>> = vec![Vec::new(); words.len() + 1];
+        for (k, span) in self.spans.iter().enumerate() {
             let fallback = if span.words_before == 0 {
                 Place::Before(0)
             } else {
                 Place::After(words.len())
             };
             match place(span.words_before).unwrap_or(fallback) {
-                Place::Before(i) => before[i.min(words.len())].push(&span.text),
-                Place::After(i) if i < words.len() => after[i].push(&span.text),
-                Place::After(_) => before[words.len()].push(&span.text),
+                Place::Before(i) => before[i.min(words.len())].push(k),
+                Place::After(i) if i < words.len() => after[i].push(k),
+                Place::After(_) => before[words.len()].push(k),
             }
         }
-        let mut parts: Vec<&str> = Vec::new();
+        let mut out = Restored {
+            text: String::new(),
+            word_at: Vec::with_capacity(words.len()),
+            span_at: vec![0..0; self.spans.len()],
+        };
+        let mut count = 0;
+        let mut push = |out: &mut Restored, piece: &str| {
+            if !out.text.is_empty() {
+                out.text.push(' ');
+            }
+            out.text.push_str(piece);
+            let start = count;
+            count += piece.split_whitespace().count();
+            start..count
+        };
         for i in 0..=words.len() {
-            parts.extend(&before[i]);
-            if let Some(w) = words.get(i) {
-                parts.push(w);
+            for &k in &before[i] {
+                out.span_at[k] = push(&mut out, &self.spans[k].text);
             }
-            parts.extend(&after[i]);
+            if let Some(w) = words.get(i) {
+                let at = push(&mut out, w).start;
+                out.word_at.push(at);
+            }
+            for &k in &after[i] {
+                out.span_at[k] = push(&mut out, &self.spans[k].text);
+            }
         }
-        parts.join(" ")
+        out
     }
 }
 
-/// Appends the words of `text` to `masked`, one space apart; returns how many. (Counting
-/// here, not by re-reading `masked` per span, keeps a sentence of many spans linear.)
-fn push_words(masked: &mut String, text: &str) -> usize {
-    let mut n = 0;
-    for word in text.split_whitespace() {
+/// Appends the words of `sentence[range]` to `masked`, one space apart, and their byte
+/// ranges in `sentence` to `words`.
+fn push_words(
+    masked: &mut String,
+    sentence: &str,
+    range: Range<usize>,
+    words: &mut Vec<Range<usize>>,
+) {
+    for word in super::word_ranges(&sentence[range.clone()]) {
         if !masked.is_empty() {
             masked.push(' ');
         }
-        masked.push_str(word);
-        n += 1;
+        masked.push_str(&sentence[range.start + word.start..range.start + word.end]);
+        words.push(range.start + word.start..range.start + word.end);
     }
-    n
 }
 
 /// Byte ranges of `sentence` to protect: each maximal run of chars that are neither

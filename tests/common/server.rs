@@ -181,6 +181,7 @@ pub fn translate_request(
             .map(|(id, text)| TextInput {
                 id: id.to_string(),
                 text: text.to_string(),
+                ..Default::default()
             })
             .collect(),
         source_language: "ar".into(),
