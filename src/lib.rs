@@ -3,7 +3,8 @@
 //! Layers, each depending only on those below it: `api` (tonic service, proto ↔ domain,
 //! errors → Status) → `pipeline` (a text's way through) → `scheduler` (queue, batching,
 //! cancellation) → `model` (seq2seq on candle) and `tokenizer`; `text` (Arabic normalisation,
-//! segmentation) and `summarize` (extractive summaries) beside them; `hub` (model resolution and download); `loader` (resolving, loading and starting models
+//! segmentation), `html` (HTML translation units, markup placed by alignment) and `summarize`
+//! (extractive summaries) beside them; `hub` (model resolution and download); `loader` (resolving, loading and starting models
 //! for `serve` and the CLI); `config` (CLI); `telemetry` (Prometheus metrics).
 
 pub mod api;

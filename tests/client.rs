@@ -181,6 +181,63 @@ async fn translates_a_folder_like_direct_calls() {
     server.stop().await;
 }
 
+/// `--format html`: a folder's .html/.htm files go as HTML and come back as the server's
+/// ProcessArticle makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_files_come_back_as_html() {
+    let server = common::server::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("pages");
+    std::fs::create_dir(&folder).unwrap();
+    let paragraphs = seed_paragraphs();
+    let pages = [
+        (
+            "a.html",
+            format!(
+                "<p>{} <a href=\"/x\">{}</a></p>",
+                paragraphs[0], paragraphs[1]
+            ),
+        ),
+        ("b.htm", format!("<ul><li>{}</li></ul>", paragraphs[2])),
+    ];
+    for (name, page) in &pages {
+        std::fs::write(folder.join(name), page).unwrap();
+    }
+    let out = dir.path().join("out.jsonl");
+    let addr = format!("http://{}", server.addr);
+    let report = bounded(client::run(args(
+        &folder,
+        &out,
+        &addr,
+        &["--format", "html"],
+    )))
+    .await
+    .unwrap();
+    assert_no_failures(&report);
+    assert_eq!(report.done, 2);
+    let results = by_id(records(&out));
+    let mut direct = server.client().await;
+    for (name, page) in pages {
+        let got = &results[name.split('.').next().unwrap()];
+        let want = direct
+            .process_article(ProcessArticleRequest {
+                body: page.clone(),
+                format: tarjama::proto::TextFormat::Html as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.translation, want.body);
+        assert!(
+            got.translation.starts_with(&page[..3]),
+            "{}",
+            got.translation
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_resumes_without_redoing_articles() {
     let server = common::server::start(&[]).await;

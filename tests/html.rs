@@ -351,3 +351,201 @@ proptest! {
         assert_spans(&doc, &done);
     }
 }
+
+mod served {
+    use super::*;
+    use common::server::start;
+    use tarjama::proto::{
+        self, ProcessArticleRequest, ProcessArticleStreamRequest, TextInput, TranslateRequest,
+    };
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    fn html_input(text: &str) -> TextInput {
+        TextInput {
+            id: "h".into(),
+            text: text.into(),
+            format: proto::TextFormat::Html as i32,
+        }
+    }
+
+    fn refused_on(status: &tonic::Status, field: &str) {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let details = status.get_error_details();
+        let violations = &details.bad_request().expect("BadRequest").field_violations;
+        assert!(
+            violations.iter().any(|v| v.field == field),
+            "{violations:?}"
+        );
+    }
+
+    /// Translate, ProcessArticle and ProcessArticleStream with HTML: the same document
+    /// comes back from each, the title as an `<h1>`, the summary as plain text, streamed
+    /// paragraphs as fragments of the document.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn html_through_every_rpc() {
+        let server = start(&[]).await;
+        let mut client = server.client().await;
+        let s = sentences();
+        let body = format!(
+            "<div dir=\"rtl\"><p>{} <b>{}</b></p>\n<p>{}</p><ul><li>{}</li></ul></div>",
+            s[1], s[2], s[3], s[0]
+        );
+        let translated = client
+            .translate(TranslateRequest {
+                texts: vec![html_input(&body)],
+                source_language: "ar".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .translations
+            .remove(0);
+        assert_eq!(shape(&translated.text), shape(&body));
+        assert!(translated.text.starts_with("<div dir=\"ltr\"><p>"));
+        for seg in &translated.segments {
+            let piece = visible(&chars(
+                &body,
+                seg.source_start as usize..seg.source_end as usize,
+            ));
+            assert_eq!(piece, seg.source);
+        }
+        let article = ProcessArticleRequest {
+            id: "a".into(),
+            title: format!("<h1>{}</h1>", s[2]),
+            body: body.clone(),
+            source_language: "ar".into(),
+            format: proto::TextFormat::Html as i32,
+            ..Default::default()
+        };
+        let reply = client
+            .process_article(article.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.body, translated.text);
+        assert!(reply.title.starts_with("<h1>") && reply.title.ends_with("</h1>"));
+        let summary = reply.summary.unwrap().text;
+        assert!(!summary.is_empty() && !summary.contains("<b>") && !summary.contains("<p>"));
+        let mut stream = client
+            .process_article_stream(ProcessArticleStreamRequest::from(article))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut paragraphs = 0;
+        while let Some(event) = stream.message().await.unwrap() {
+            if let Some(proto::process_article_stream_response::Event::Paragraph(p)) = event.event {
+                assert!(
+                    reply.body.contains(&p.text),
+                    "{} not in {}",
+                    p.text,
+                    reply.body
+                );
+                assert!(!p.segments.is_empty());
+                paragraphs += 1;
+            }
+        }
+        assert_eq!(paragraphs, 3);
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_html_requests_are_refused_like_text() {
+        let server = start(&[]).await;
+        let mut client = server.client().await;
+        let mut unknown = html_input("<p>مرحبا</p>");
+        unknown.format = 7;
+        let e = client
+            .translate(TranslateRequest {
+                texts: vec![unknown],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        refused_on(&e, "texts[0].format");
+        // Over the size limit (5000 chars in tests), markup included.
+        let long = format!("<p>{}</p>", "<b>كلمة</b> ".repeat(600));
+        let e = client
+            .translate(TranslateRequest {
+                texts: vec![html_input(&long)],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        refused_on(&e, "texts[0].text");
+        let e = client
+            .process_article(ProcessArticleRequest {
+                body: "<p>مرحبا</p>".into(),
+                title_from_first_line: true,
+                format: proto::TextFormat::Html as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        refused_on(&e, "title_from_first_line");
+        // Malformed markup is not an error.
+        let reply = client
+            .translate(TranslateRequest {
+                texts: vec![html_input("<p>مرحبا <b><i>مرحبا</b></p></td><!--")],
+                ..Default::default()
+            })
+            .await;
+        assert!(reply.is_ok(), "{reply:?}");
+        server.stop().await;
+    }
+}
+
+/// `tarjama translate --format html` prints the document the library makes.
+#[test]
+fn the_translate_command_takes_html() {
+    let s = sentences();
+    let input = format!("<p>{} <b>{}</b></p>", s[1], s[2]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarjama"))
+        .args([
+            "translate",
+            "--offline",
+            "--model",
+            MARIAN,
+            "--threads",
+            "1",
+        ])
+        .args(["--compute-type", "f32"])
+        .args(["--format", "html", &input])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = runtime();
+    let translator = fixture_translator();
+    let want = rt.block_on(html(&translator, &input));
+    translator.shutdown();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), want.text);
+}
+
+/// Hostile markup: nesting thousands deep, thousands of end tags that close nothing, a
+/// paragraph of nothing but tags around one word. Answered, with the same tree.
+#[test]
+fn hostile_markup_is_answered_in_shape() {
+    let rt = runtime();
+    let translator = fixture_translator();
+    let word = &sentences()[2];
+    let n = 3000;
+    for input in [
+        format!("<p>{}{word}{}</p>", "<b>".repeat(n), "</b>".repeat(n)),
+        format!(
+            "<p><i><div>{}{word} {word}{}</div></p>",
+            "<span>".repeat(n),
+            "</i>".repeat(n)
+        ),
+        format!("<p>{word}{}</p>", "<img src=x><!--c-->".repeat(n)),
+    ] {
+        let done = rt.block_on(html(&translator, &input));
+        assert_eq!(shape(&done.text), shape(&input));
+        assert!(done.output_tokens > 0);
+    }
+    translator.shutdown();
+}

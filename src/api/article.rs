@@ -118,6 +118,10 @@ pub async fn stream(
         summary: done.summary.as_ref().map(convert::summary),
         model: info.id.clone(),
         model_revision: info.revision.clone(),
+        body: match &done.body {
+            Some(html) if html.plain_text.is_some() => html.text.clone(),
+            _ => String::new(),
+        },
     });
     send(tx, event).await?;
     Ok(UsageTotals::of([(usage, timings)]))

@@ -144,7 +144,7 @@ impl Streamed {
     }
 
     fn record(self, id: String, options: &CallOptions, attempts: u32, started: Instant) -> Record {
-        let done = self.done.unwrap_or_default();
+        let mut done = self.done.unwrap_or_default();
         let usage = done.usage.unwrap_or_default();
         let timings = done.timings.unwrap_or_default();
         let summary = done
@@ -153,12 +153,16 @@ impl Streamed {
         Record {
             id,
             title: self.title,
-            // Index order, whatever the arrival order (the server sends them in order).
-            translation: self
-                .paragraphs
-                .into_values()
-                .collect::<Vec<_>>()
-                .join("\n\n"),
+            // HTML comes whole at the end; plain text is its paragraphs, in index order
+            // whatever the arrival order (the server sends them in order).
+            translation: match done.body.is_empty() {
+                false => std::mem::take(&mut done.body),
+                true => self
+                    .paragraphs
+                    .into_values()
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            },
             summary_method: summary.as_ref().map(|s| method_name(s.method).to_string()),
             summary: summary.map(|s| s.text),
             detected_language: done.detected_language,

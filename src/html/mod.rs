@@ -126,7 +126,11 @@ impl HtmlDocument {
     fn splice(&self, range: Range<usize>, edits: &[(Range<usize>, String)]) -> String {
         let mut out = String::with_capacity(range.len());
         let mut at = range.start;
-        for (r, text) in edits {
+        let first = edits.partition_point(|(r, _)| r.start < range.start);
+        for (r, text) in &edits[first..] {
+            if r.start >= range.end {
+                break;
+            }
             if r.start < at || r.end > range.end {
                 continue;
             }

@@ -46,27 +46,40 @@ pub fn render(
         next: 0,
         sep_pending: false,
     };
-    w.children(unit, &children, 0, &spans, 0..n);
+    w.tree(unit, &children, &spans);
     w.words_until(n);
     w.out
 }
 
-/// Each mark's gaps, before nesting is enforced.
+/// Each mark's gaps, before nesting is enforced: the English words its source words align
+/// to, from the first to the last (a range query over the unit's words, so deep nesting
+/// costs no more than flat markup).
 fn intervals(unit: &Unit, aligned: &AlignedText) -> Vec<Range<usize>> {
     let n = aligned.words.len();
+    let links = &aligned.links;
+    let first = RangeQuery::new(
+        links
+            .iter()
+            .map(|(_, t)| t.as_ref().map_or(usize::MAX, |t| t.start)),
+        usize::min,
+    );
+    let last = RangeQuery::new(
+        links.iter().map(|(_, t)| t.as_ref().map_or(0, |t| t.end)),
+        usize::max,
+    );
     unit.marks
         .iter()
         .map(|m| {
-            let words = aligned
-                .links
-                .iter()
-                .filter(|(src, _)| !m.atom && src.start < m.to && src.end > m.from)
-                .filter_map(|(_, t)| t.clone())
-                .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
-            words.unwrap_or_else(|| {
-                let g = point(aligned, m, n, unit.sources.len());
-                g..g
-            })
+            // The words it overlaps: links are in text order.
+            let a = links.partition_point(|(s, _)| s.end <= m.from);
+            let b = links.partition_point(|(s, _)| s.start < m.to);
+            match (m.atom, first.get(a..b), last.get(a..b)) {
+                (false, Some(s), Some(e)) if s < e => s.min(n)..e.min(n),
+                _ => {
+                    let g = point(aligned, m, n, unit.sources.len());
+                    g..g
+                }
+            }
         })
         .collect()
 }
@@ -80,15 +93,52 @@ fn point(aligned: &AlignedText, m: &Mark, n: usize, unit_chars: usize) -> usize 
     if m.from >= unit_chars {
         return n;
     }
-    let before = aligned.links.iter().rposition(|(s, _)| s.end <= m.from);
-    let after = aligned.links.iter().position(|(s, _)| s.start >= m.from);
-    let target = |i: Option<usize>| i.and_then(|i| aligned.links[i].1.clone());
-    match (target(before), target(after)) {
+    let links = &aligned.links;
+    let before = links
+        .partition_point(|(s, _)| s.end <= m.from)
+        .checked_sub(1);
+    let after = links.partition_point(|(s, _)| s.start < m.from);
+    let target = |i: Option<usize>| i.and_then(|i| links.get(i)?.1.clone());
+    match (target(before), target(Some(after))) {
         (Some(t), _) => t.end,
         (None, Some(t)) => t.start,
         _ => n,
     }
     .min(n)
+}
+
+/// Min or max over any range of a fixed list, in constant time (a sparse table).
+struct RangeQuery {
+    levels: Vec<Vec<usize>>,
+    op: fn(usize, usize) -> usize,
+}
+
+impl RangeQuery {
+    fn new(values: impl Iterator<Item = usize>, op: fn(usize, usize) -> usize) -> Self {
+        let mut levels = vec![values.collect::<Vec<_>>()];
+        let len = levels[0].len();
+        // Level k holds op over [i, i + 2^k) for every i where that fits.
+        let mut width = 1;
+        while width * 2 <= len {
+            let prev = &levels[levels.len() - 1];
+            let next = (0..=len - width * 2)
+                .map(|i| op(prev[i], prev[i + width]))
+                .collect();
+            levels.push(next);
+            width *= 2;
+        }
+        Self { levels, op }
+    }
+
+    /// `None` for an empty range.
+    fn get(&self, r: Range<usize>) -> Option<usize> {
+        if r.start >= r.end || r.end > self.levels[0].len() {
+            return None;
+        }
+        let k = (usize::BITS - 1 - (r.end - r.start).leading_zeros()) as usize;
+        let level = &self.levels[k];
+        Some((self.op)(level[r.start], level[r.end - (1 << k)]))
+    }
 }
 
 struct Writer<'a> {
@@ -102,36 +152,56 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Writes the children of `parent` (0: the unit; `m + 1`: mark `m`) inside `within`,
-    /// each clamped into it and after its previous sibling.
-    fn children(
-        &mut self,
-        unit: &Unit,
-        children: &[Vec<usize>],
-        parent: usize,
-        spans: &[Range<usize>],
-        within: Range<usize>,
-    ) {
-        let mut floor = within.start;
-        for &m in &children[parent] {
-            let s = spans[m].start.clamp(floor, within.end);
-            let e = spans[m].end.clamp(s, within.end);
+    /// Writes the marks, each inside its parent's gaps (clamped into them) and after its
+    /// previous sibling. Iterative: nesting depth is the client's to choose.
+    fn tree(&mut self, unit: &Unit, children: &[Vec<usize>], spans: &[Range<usize>]) {
+        struct Frame {
+            /// Index into `children` (0: the unit; `m + 1`: mark `m`).
+            list: usize,
+            next: usize,
+            within: Range<usize>,
+            floor: usize,
+        }
+        let n = self.aligned.words.len();
+        let mut stack = vec![Frame {
+            list: 0,
+            next: 0,
+            within: 0..n,
+            floor: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(&m) = children[top.list].get(top.next) else {
+                let (list, end) = (top.list, top.within.end);
+                stack.pop();
+                let close = list
+                    .checked_sub(1)
+                    .and_then(|m| unit.marks[m].close.clone());
+                if let Some(close) = close {
+                    self.words_until(end);
+                    self.out.push_str(&(self.splice)(close));
+                }
+                continue;
+            };
+            top.next += 1;
+            let s = spans[m].start.clamp(top.floor, top.within.end);
+            let e = spans[m].end.clamp(s, top.within.end);
+            top.floor = e;
             let mark = &unit.marks[m];
             if mark.atom {
                 self.atom(mark, s);
-            } else {
-                self.words_until(s);
-                if let Some(open) = &mark.open {
-                    self.separator();
-                    self.out.push_str(&(self.splice)(open.clone()));
-                }
-                self.children(unit, children, m + 1, spans, s..e);
-                self.words_until(e);
-                if let Some(close) = &mark.close {
-                    self.out.push_str(&(self.splice)(close.clone()));
-                }
+                continue;
             }
-            floor = e;
+            self.words_until(s);
+            if let Some(open) = &mark.open {
+                self.separator();
+                self.out.push_str(&(self.splice)(open.clone()));
+            }
+            stack.push(Frame {
+                list: m + 1,
+                next: 0,
+                within: s..e,
+                floor: s,
+            });
         }
     }
 
@@ -255,6 +325,31 @@ mod tests {
         let html = "<p><b>أ</b> ب</p>";
         let out = run(html, "x y", &[None, Some(0)]);
         assert_eq!(out, "<p><b></b>x y</p>");
+    }
+
+    #[test]
+    fn range_queries_match_a_scan() {
+        let values: Vec<usize> = (0..37).map(|i| (i * 7919) % 101).collect();
+        let min = RangeQuery::new(values.iter().copied(), usize::min);
+        let max = RangeQuery::new(values.iter().copied(), usize::max);
+        for a in 0..=values.len() {
+            for b in a..=values.len() {
+                let slice = &values[a..b];
+                assert_eq!(min.get(a..b), slice.iter().copied().min(), "{a}..{b}");
+                assert_eq!(max.get(a..b), slice.iter().copied().max(), "{a}..{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_written_without_recursion() {
+        let depth = 20_000;
+        let html = format!("<p>{}أ ب{}</p>", "<b>".repeat(depth), "</b>".repeat(depth));
+        let out = run(&html, "x y", &[Some(0), Some(1)]);
+        assert_eq!(
+            out,
+            format!("<p>{}x y{}</p>", "<b>".repeat(depth), "</b>".repeat(depth))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! boundaries, each with its plain text (tags removed, entities decoded, whitespace
 //! collapsed as a browser renders it) and its inline elements as ranges of that text.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::events::{Kind, Token};
@@ -197,6 +198,10 @@ pub fn extract(html: &str, tokens: &[Token]) -> (Vec<Unit>, Vec<DirectionAttr>) 
         attrs: Vec::new(),
         current: Builder::default(),
         open: Vec::new(),
+        positions: HashMap::new(),
+        blocks: Vec::new(),
+        ends: balancing_ends(tokens),
+        next_boundary: next_boundaries(tokens),
     };
     out.run();
     out.units.sort_by_key(|u| u.range.start);
@@ -211,6 +216,14 @@ struct Extractor<'a> {
     current: Builder,
     /// Open elements (names), outermost first: end tags close the innermost of their name.
     open: Vec<String>,
+    /// Where in `open` each name is (so an end tag costs no scan).
+    positions: HashMap<String, Vec<usize>>,
+    /// Where in `open` the blocks are.
+    blocks: Vec<usize>,
+    /// For each start tag, the end tag that balances it (same name, same depth).
+    ends: Vec<Option<usize>>,
+    /// For each token, the first block boundary at or after it.
+    next_boundary: Vec<Option<usize>>,
 }
 
 impl Extractor<'_> {
@@ -238,7 +251,12 @@ impl Extractor<'_> {
                 }
                 self.start_tag(i);
                 if !void {
+                    let at = self.open.len();
                     self.open.push(name.clone());
+                    self.positions.entry(name.clone()).or_default().push(at);
+                    if is_block(name) {
+                        self.blocks.push(at);
+                    }
                 }
                 if is_block(name) {
                     self.boundary();
@@ -265,11 +283,12 @@ impl Extractor<'_> {
     /// stands, like a comment.
     fn end_tag(&mut self, name: &str, range: Range<usize>) {
         let block = is_block(name);
-        let found = self
-            .open
-            .iter()
-            .rposition(|n| n == name || (!block && is_block(n)))
-            .filter(|&k| self.open[k] == name);
+        let innermost = self.positions.get(name).and_then(|p| p.last().copied());
+        let barrier = match block {
+            true => None,
+            false => self.blocks.last().copied(),
+        };
+        let found = innermost.filter(|&k| barrier.is_none_or(|b| k > b));
         let Some(k) = found else {
             match block {
                 true => self.boundary(),
@@ -277,7 +296,14 @@ impl Extractor<'_> {
             }
             return;
         };
-        self.open.truncate(k);
+        for closed in self.open.drain(k..) {
+            if let Some(p) = self.positions.get_mut(&closed) {
+                p.pop();
+            }
+        }
+        while self.blocks.last().is_some_and(|&b| b >= k) {
+            self.blocks.pop();
+        }
         match block {
             true => self.boundary(),
             false => self.current.close(name, range),
@@ -287,33 +313,13 @@ impl Extractor<'_> {
     /// The last token of the skipped element starting at `i`: its end tag (the first that
     /// balances it), or the token before the next block boundary when it has none.
     fn skip_end(&self, i: usize) -> usize {
-        let Kind::Start { name, void, .. } = &self.tokens[i].kind else {
-            return i;
-        };
-        if *void {
+        if matches!(self.tokens[i].kind, Kind::Start { void: true, .. }) {
             return i;
         }
-        let mut depth = 0usize;
-        for (j, t) in self.tokens.iter().enumerate().skip(i + 1) {
-            match &t.kind {
-                Kind::Start {
-                    name: n,
-                    void: false,
-                    ..
-                } if n == name => depth += 1,
-                Kind::End { name: n } if n == name => match depth.checked_sub(1) {
-                    Some(d) => depth = d,
-                    None => return j,
-                },
-                _ => {}
-            }
-        }
-        let next_boundary = self.tokens[i + 1..].iter().position(|t| match &t.kind {
-            Kind::Start { name, .. } => is_block(name) || SKIP_BLOCK.contains(&name.as_str()),
-            Kind::End { name, .. } => is_block(name),
-            _ => false,
-        });
-        next_boundary.map_or(self.tokens.len() - 1, |p| i + p)
+        self.ends[i].unwrap_or_else(|| {
+            let boundary = self.next_boundary.get(i + 1).copied().flatten();
+            boundary.map_or(self.tokens.len() - 1, |b| b - 1)
+        })
     }
 
     /// Attribute units and direction attributes of start tag `i`.
@@ -321,7 +327,6 @@ impl Extractor<'_> {
         let Kind::Start { attrs, .. } = &self.tokens[i].kind else {
             return;
         };
-        let element_end = self.element_end(i);
         for a in attrs {
             let Some(value) = a.value_at.clone() else {
                 continue;
@@ -332,10 +337,12 @@ impl Extractor<'_> {
                 _ => None,
             };
             if let Some(english) = english {
+                // Found by a scan: only for the (few) elements that carry these attributes.
+                let element = self.tokens[i].range.start..self.element_end(i);
                 self.attrs.push(DirectionAttr {
                     value: value.clone(),
                     english,
-                    element: self.tokens[i].range.start..element_end,
+                    element,
                 });
             }
             if TRANSLATED_ATTRIBUTES.contains(&a.name.as_str()) {
@@ -347,9 +354,9 @@ impl Extractor<'_> {
     /// Where the element started at token `i` ends: its balancing end tag, else the end of
     /// the document.
     fn element_end(&self, i: usize) -> usize {
-        match (&self.tokens[i].kind, self.skip_end(i)) {
+        match (&self.tokens[i].kind, self.ends[i]) {
             (Kind::Start { void: true, .. }, _) => self.tokens[i].range.end,
-            (_, j) if matches!(&self.tokens[j].kind, Kind::End { .. }) => self.tokens[j].range.end,
+            (_, Some(j)) => self.tokens[j].range.end,
             _ => self.html.len(),
         }
     }
@@ -377,6 +384,41 @@ impl Extractor<'_> {
             self.units.push(unit);
         }
     }
+}
+
+/// For each start tag, the end tag of its name that balances it (depth counted per name).
+fn balancing_ends(tokens: &[Token]) -> Vec<Option<usize>> {
+    let mut ends = vec![None; tokens.len()];
+    let mut open: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.kind {
+            Kind::Start {
+                name, void: false, ..
+            } => open.entry(name).or_default().push(i),
+            Kind::End { name } => {
+                if let Some(start) = open.get_mut(name.as_str()).and_then(Vec::pop) {
+                    ends[start] = Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    ends
+}
+
+/// For each token, the first block boundary (a block's start or end tag, or a kept block's
+/// start) at or after it.
+fn next_boundaries(tokens: &[Token]) -> Vec<Option<usize>> {
+    let mut next = vec![None; tokens.len() + 1];
+    for (i, t) in tokens.iter().enumerate().rev() {
+        let boundary = match &t.kind {
+            Kind::Start { name, .. } => is_block(name) || SKIP_BLOCK.contains(&name.as_str()),
+            Kind::End { name } => is_block(name),
+            _ => false,
+        };
+        next[i] = if boundary { Some(i) } else { next[i + 1] };
+    }
+    next
 }
 
 /// `ar`, `ar-EG`, … (BCP 47, any case).
@@ -439,6 +481,8 @@ struct Builder {
     marks: Vec<Mark>,
     /// Elements opened inside the unit and still open: (name, mark).
     open: Vec<(String, usize)>,
+    /// Marks with no parent in the unit (so far).
+    roots: Vec<usize>,
     /// Whitespace seen since the last char (written as one space before the next).
     pending_space: Option<Range<usize>>,
     /// Atoms that do not yet know whether whitespace follows them.
@@ -479,17 +523,22 @@ impl Builder {
     }
 
     fn mark(&mut self, open: Option<Range<usize>>, close: Option<Range<usize>>) -> usize {
+        let parent = self.open.last().map(|&(_, m)| m);
         self.marks.push(Mark {
             open,
             close,
             from: self.chars,
             to: self.chars,
-            parent: self.open.last().map(|&(_, m)| m),
+            parent,
             atom: false,
             glued_before: false,
             space_after: false,
         });
-        self.marks.len() - 1
+        let m = self.marks.len() - 1;
+        if parent.is_none() {
+            self.roots.push(m);
+        }
+        m
     }
 
     fn open(&mut self, name: &str, range: Range<usize>) {
@@ -527,11 +576,12 @@ impl Builder {
                 }
                 let m = self.mark(None, Some(range));
                 self.marks[m].from = 0;
-                for (i, mark) in self.marks.iter_mut().enumerate() {
-                    if i != m && mark.parent.is_none() {
-                        mark.parent = Some(m);
+                for root in std::mem::take(&mut self.roots) {
+                    if root != m {
+                        self.marks[root].parent = Some(m);
                     }
                 }
+                self.roots.push(m);
             }
         }
     }

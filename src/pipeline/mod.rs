@@ -480,16 +480,22 @@ impl Translator {
             alignment,
             markup,
         } = text;
-        let markup = markup.as_deref();
         let done = self
             .generate(
-                &prepared, started, alignment, markup, options, deadline, progress,
+                &prepared,
+                started,
+                alignment,
+                markup.as_deref(),
+                options,
+                deadline,
+                progress,
             )
             .await?;
-        Ok(match markup {
-            Some(m) => m.finish(done),
-            None => done,
-        })
+        match markup {
+            // Writing a document back is linear in its size: off the async workers.
+            Some(m) => blocking::run("html writing", move |_| Ok(m.finish(done))).await,
+            None => Ok(done),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
