@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::{contiguous, cpu_slice};
+use super::{contiguous, cpu_slice, F32Path};
 
 /// Rows of a (B, H, cap, hd) cache buffer into a new (B', H, new_cap, hd) one: output row
 /// `i` takes step `j` from physical row `rows[i][j]` (see `kv_cache::Ancestry`). Only the
@@ -131,6 +131,7 @@ pub(crate) fn decode_attention(
         hd,
         len,
         scale,
+        wide: F32Path::detect(),
     };
     let mut head_mean = head_mean;
     let mut run = |q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>| {
@@ -158,6 +159,10 @@ struct AttentionShape {
     hd: usize,
     len: usize,
     scale: f32,
+    /// The CPU runs AVX2 (and FMA): the same loops compiled for 256-bit vectors. Rust never
+    /// fuses a multiply and an add on its own, and the lanes sum in the same order, so both
+    /// builds give the same bits (tested); the wide one does half the instructions.
+    wide: Option<F32Path>,
 }
 
 impl AttentionShape {
@@ -194,13 +199,11 @@ impl AttentionShape {
                     steps: &steps,
                 };
                 let qh = &q[r * d + h * self.hd..r * d + (h + 1) * self.hd];
-                let sum = self.head(
-                    qh,
-                    head,
-                    mask_row,
-                    &mut scores,
-                    &mut out_row[h * self.hd..(h + 1) * self.hd],
-                );
+                let out_head = &mut out_row[h * self.hd..(h + 1) * self.hd];
+                let sum = match self.wide {
+                    Some(path) => self.head_wide(path, qh, head, mask_row, &mut scores, out_head),
+                    None => self.head(qh, head, mask_row, &mut scores, out_head),
+                };
                 if let Some(m) = mean_row.as_deref_mut() {
                     let w = 1.0 / (sum * self.heads as f32);
                     for (m, &s) in m.iter_mut().zip(&scores) {
@@ -226,8 +229,41 @@ impl AttentionShape {
         }
     }
 
+    /// [`AttentionShape::head`] compiled for AVX2; `_path` proves the CPU runs it.
+    fn head_wide(
+        &self,
+        _path: F32Path,
+        q: &[f32],
+        kv: Head,
+        mask: Option<&[f32]>,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            /// # Safety
+            /// The CPU runs AVX2.
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(
+                s: &AttentionShape,
+                q: &[f32],
+                kv: Head,
+                mask: Option<&[f32]>,
+                scores: &mut [f32],
+                out: &mut [f32],
+            ) -> f32 {
+                s.head(q, kv, mask, scores, out)
+            }
+            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
+            unsafe { avx2(self, q, kv, mask, scores, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.head(q, kv, mask, scores, out)
+    }
+
     /// softmax(q·Kᵀ·scale + mask)·V for one row and head; leaves the unnormalised weights in
-    /// `scores` and returns their sum.
+    /// `scores` and returns their sum. Inlined into each build (portable, AVX2).
+    #[inline(always)]
     fn head(
         &self,
         q: &[f32],
@@ -274,6 +310,7 @@ struct Head<'a> {
 }
 
 /// Dot product with eight running sums (vectorises; rounding like a BLAS kernel's).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -285,4 +322,58 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 build gives the portable build's bits, for grouped and traced rows, with a
+    /// mask and the head mean.
+    #[test]
+    fn wide_and_portable_builds_agree_bit_for_bit() {
+        let Some(path) = F32Path::detect() else {
+            return;
+        };
+        let (b, heads, cap, hd, len) = (3, 4, 9, 20, 7);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
+        let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
+        let q = values(6 * heads * hd);
+        let mask: Vec<f32> = (0..b * cap)
+            .map(|i| if i % 5 == 0 { -1e9 } else { 0.0 })
+            .collect();
+        let traced: Vec<Vec<u32>> = (0..6)
+            .map(|r| (0..cap as u32).map(|j| (r + j) % 3).collect())
+            .collect();
+        for (rows, mask) in [
+            (KvRows::Grouped(2), Some(mask.as_slice())),
+            (KvRows::Traced(&traced), None),
+        ] {
+            let run = |wide| {
+                let shape = AttentionShape {
+                    heads,
+                    cap,
+                    hd,
+                    len,
+                    scale: 0.3,
+                    wide,
+                };
+                let mut means = vec![0f32; 6 * len];
+                let out = shape.run(
+                    &q,
+                    &k,
+                    &v,
+                    rows,
+                    mask,
+                    means.chunks_mut(len).map(Some).collect(),
+                );
+                (out, means)
+            };
+            let (narrow, wide) = (run(None), run(Some(path)));
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&narrow.0), bits(&wide.0));
+            assert_eq!(bits(&narrow.1), bits(&wide.1));
+        }
+    }
 }

@@ -435,7 +435,12 @@ impl Job<'_> {
                             *v = self.act.apply(*v);
                         }
                     }
-                    dst.copy_from_slice(&vals[..cols]);
+                    // A whole panel as one fixed-size copy (inlined stores); a `memcpy` call per
+                    // row and panel cost 4 % of a batched decoding step.
+                    match <&mut [f32; PANEL]>::try_from(&mut *dst) {
+                        Ok(whole) => *whole = vals,
+                        Err(_) => dst.copy_from_slice(&vals[..cols]),
+                    }
                 }
             }
         }
