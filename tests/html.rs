@@ -358,8 +358,6 @@ mod served {
     use tarjama::proto::{
         self, ProcessArticleRequest, ProcessArticleStreamRequest, TextInput, TranslateRequest,
     };
-    use tonic::Code;
-    use tonic_types::StatusExt;
 
     fn html_input(text: &str) -> TextInput {
         TextInput {
@@ -370,13 +368,7 @@ mod served {
     }
 
     fn refused_on(status: &tonic::Status, field: &str) {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let details = status.get_error_details();
-        let violations = &details.bad_request().expect("BadRequest").field_violations;
-        assert!(
-            violations.iter().any(|v| v.field == field),
-            "{violations:?}"
-        );
+        common::server::assert_bad_field(status, field, "");
     }
 
     /// Translate, ProcessArticle and ProcessArticleStream with HTML: the same document
@@ -501,29 +493,12 @@ mod served {
 fn the_translate_command_takes_html() {
     let s = sentences();
     let input = format!("<p>{} <b>{}</b></p>", s[1], s[2]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarjama"))
-        .args([
-            "translate",
-            "--offline",
-            "--model",
-            MARIAN,
-            "--threads",
-            "1",
-        ])
-        .args(["--compute-type", "f32"])
-        .args(["--format", "html", &input])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::command::translate(&["--compute-type", "f32", "--format", "html"], &input);
     let rt = runtime();
     let translator = fixture_translator();
     let want = rt.block_on(html(&translator, &input));
     translator.shutdown();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), want.text);
+    assert_eq!(out.trim_end(), want.text);
 }
 
 /// Hostile markup: nesting thousands deep, thousands of end tags that close nothing, a

@@ -14,13 +14,14 @@ use tarjama::proto::{
 };
 use tarjama::text::{find_protected, Protected};
 use tarjama::tokenizer::Tokenizer;
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_types::StatusExt;
 
 mod common;
 
-use common::server::{health, serve_args, start, start_with, wait_serving, MARIAN};
+use common::server::{
+    assert_bad_field, health, serve_args, start, start_with, wait_serving, MARIAN,
+};
 
 use common::server::translate_request as request;
 
@@ -267,24 +268,6 @@ async fn list_models_reports_int8() {
     let models = common::server::list_models(&server).await;
     assert_eq!(models[0].compute_type, "int8");
     server.stop().await;
-}
-
-fn assert_bad_field(status: &Status, field: &str, message_part: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains(message_part),
-        "message {:?} lacks {message_part:?}",
-        status.message()
-    );
-    let details = status.get_error_details();
-    let violations = &details
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations;
-    assert!(
-        violations.iter().any(|v| v.field == field),
-        "no violation for {field}: {violations:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,40 +1,9 @@
 //! `tarjama translate --lines`: one JSON object per input line, in order, each what
 //! `translate --json` prints for that line alone.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
-const MARIAN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/tiny-marian-ar-en"
-);
-
-fn tarjama(args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tarjama"))
-        .args([
-            "translate",
-            "--offline",
-            "--model",
-            MARIAN,
-            "--threads",
-            "1",
-        ])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tarjama {args:?} failed");
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::command::translate as tarjama;
 
 #[test]
 fn lines_give_one_object_per_line_in_order() {

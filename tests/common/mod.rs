@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests; each test binary uses a part of them.
 #[allow(dead_code)]
+pub mod command;
+#[allow(dead_code)]
 pub mod engine;
 #[allow(dead_code)]
 pub mod server;

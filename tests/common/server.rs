@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_types::StatusExt;
 
 pub const MARIAN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -231,4 +232,24 @@ fn parse_labels(text: &str) -> std::collections::BTreeMap<String, String> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
         .collect()
+}
+
+/// `status` is INVALID_ARGUMENT, says `message_part`, and names `field` in its BadRequest
+/// details.
+pub fn assert_bad_field(status: &tonic::Status, field: &str, message_part: &str) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains(message_part),
+        "message {:?} lacks {message_part:?}",
+        status.message()
+    );
+    let details = status.get_error_details();
+    let violations = &details
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations;
+    assert!(
+        violations.iter().any(|v| v.field == field),
+        "no violation for {field}: {violations:?}"
+    );
 }

@@ -199,10 +199,16 @@ impl AttentionShape {
                     steps: &steps,
                 };
                 let qh = &q[r * d + h * self.hd..r * d + (h + 1) * self.hd];
-                let out_head = &mut out_row[h * self.hd..(h + 1) * self.hd];
+                let io = HeadIo {
+                    q: qh,
+                    kv: head,
+                    mask: mask_row,
+                    scores: &mut scores,
+                    out: &mut out_row[h * self.hd..(h + 1) * self.hd],
+                };
                 let sum = match self.wide {
-                    Some(path) => self.head_wide(path, qh, head, mask_row, &mut scores, out_head),
-                    None => self.head(qh, head, mask_row, &mut scores, out_head),
+                    Some(path) => self.head_wide(path, io),
+                    None => self.head(io),
                 };
                 if let Some(m) = mean_row.as_deref_mut() {
                     let w = 1.0 / (sum * self.heads as f32);
@@ -230,48 +236,33 @@ impl AttentionShape {
     }
 
     /// [`AttentionShape::head`] compiled for AVX2; `_path` proves the CPU runs it.
-    fn head_wide(
-        &self,
-        _path: F32Path,
-        q: &[f32],
-        kv: Head,
-        mask: Option<&[f32]>,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) -> f32 {
+    fn head_wide(&self, _path: F32Path, io: HeadIo) -> f32 {
         #[cfg(target_arch = "x86_64")]
         {
             /// # Safety
             /// The CPU runs AVX2.
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(
-                s: &AttentionShape,
-                q: &[f32],
-                kv: Head,
-                mask: Option<&[f32]>,
-                scores: &mut [f32],
-                out: &mut [f32],
-            ) -> f32 {
-                s.head(q, kv, mask, scores, out)
+            unsafe fn avx2(s: &AttentionShape, io: HeadIo) -> f32 {
+                s.head(io)
             }
             // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
-            unsafe { avx2(self, q, kv, mask, scores, out) }
+            unsafe { avx2(self, io) }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.head(q, kv, mask, scores, out)
+        self.head(io)
     }
 
     /// softmax(q·Kᵀ·scale + mask)·V for one row and head; leaves the unnormalised weights in
     /// `scores` and returns their sum. Inlined into each build (portable, AVX2).
     #[inline(always)]
-    fn head(
-        &self,
-        q: &[f32],
-        kv: Head,
-        mask: Option<&[f32]>,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) -> f32 {
+    fn head(&self, io: HeadIo) -> f32 {
+        let HeadIo {
+            q,
+            kv,
+            mask,
+            scores,
+            out,
+        } = io;
         let hd = self.hd;
         let mut max = f32::NEG_INFINITY;
         for ((j, s), &at) in scores.iter_mut().enumerate().zip(kv.steps) {
@@ -299,6 +290,16 @@ impl AttentionShape {
         }
         sum
     }
+}
+
+/// One row and head of a step: its query, keys and values, mask, and where the weights and
+/// the output go.
+struct HeadIo<'a> {
+    q: &'a [f32],
+    kv: Head<'a>,
+    mask: Option<&'a [f32]>,
+    scores: &'a mut [f32],
+    out: &'a mut [f32],
 }
 
 /// One head's keys and values (slices starting at the head) and each step's offset in them.
