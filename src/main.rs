@@ -1,6 +1,5 @@
 //! The `tarjama` command: a thin shell over the library.
 
-
 // Inference allocates and frees activation buffers of megabytes every layer; glibc's malloc
 // hands those back to the kernel and faults them in again each time (16 % of a summary job),
 // mimalloc keeps them.

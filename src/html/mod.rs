@@ -77,11 +77,19 @@ impl HtmlDocument {
                 edits.push((unit.range.clone(), attribute_value(&t.english, quoted)));
             }
         }
+        // Whether any translated unit meets a range: among the units starting before its
+        // end (a prefix, units being in document order), the furthest end.
+        let mut reach = Vec::with_capacity(translated.len());
+        for (u, _) in &translated {
+            let last = reach.last().copied().unwrap_or(0);
+            reach.push(u.range.end.max(last));
+        }
         for d in &self.direction {
-            let inside = |u: &&(&Unit, &AlignedText)| {
-                u.0.range.start < d.element.end && u.0.range.end > d.element.start
-            };
-            if translated.iter().any(|u| inside(&u)) {
+            let before_end = translated.partition_point(|(u, _)| u.range.start < d.element.end);
+            let met = before_end
+                .checked_sub(1)
+                .is_some_and(|i| reach[i] > d.element.start);
+            if met {
                 edits.push((d.value.clone(), d.english.to_string()));
             }
         }
@@ -179,5 +187,19 @@ mod tests {
              <img alt=\"A &quot;photo&quot;\" src=\"a.png\"><p>English</p><script>x<y</script></body></html>"
         );
         assert_eq!(doc.render(&[None, None, None]), html);
+    }
+
+    #[test]
+    fn direction_changes_only_where_text_was_translated() {
+        let html = "<div dir=\"rtl\"><p lang=ar-EG>نص</p></div>\
+                    <section dir=\"rtl\" lang=\"ar\"><p>نص</p></section><p dir=rtl>English</p>";
+        let doc = HtmlDocument::parse(html.to_string()).unwrap();
+        assert_eq!(doc.units().len(), 3);
+        let out = doc.render(&[Some(plain("Text")), None, None]);
+        assert_eq!(
+            out,
+            "<div dir=\"ltr\"><p lang=en>Text</p></div>\
+             <section dir=\"rtl\" lang=\"ar\"><p>نص</p></section><p dir=rtl>English</p>"
+        );
     }
 }

@@ -14,6 +14,7 @@ mod prepare;
 mod summarizer;
 mod summary;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -253,7 +254,7 @@ pub struct PreparedText {
     started: Instant,
     alignment: bool,
     /// An HTML text's document, to write the translation back into.
-    markup: Option<Box<Markup>>,
+    markup: Option<Arc<Markup>>,
 }
 
 impl PreparedText {
@@ -346,7 +347,7 @@ impl Translator {
                 TextFormat::Plain => (None, text.text),
                 TextFormat::Html => {
                     let (markup, plain) = Markup::parse(text.text)?;
-                    (Some(Box::new(markup)), plain)
+                    (Some(Arc::new(markup)), plain)
                 }
             };
             let mut prepared = Prepared::new(&plain, language, &tokenizer, &limits, cancel)?;
@@ -485,7 +486,7 @@ impl Translator {
                 &prepared,
                 started,
                 alignment,
-                markup.as_deref(),
+                markup.as_ref(),
                 options,
                 deadline,
                 progress,
@@ -504,7 +505,7 @@ impl Translator {
         prepared: &Prepared,
         started: Instant,
         alignment: bool,
-        markup: Option<&Markup>,
+        markup: Option<&Arc<Markup>>,
         options: &GenerationOverrides,
         deadline: Option<Instant>,
         progress: Option<&mpsc::Sender<TranslatedParagraph>>,
@@ -563,7 +564,7 @@ impl Translator {
 /// Where finished paragraphs go, written back into their HTML for an HTML text.
 struct Progress<'a> {
     tx: &'a mpsc::Sender<TranslatedParagraph>,
-    markup: Option<&'a Markup>,
+    markup: Option<&'a Arc<Markup>>,
 }
 
 /// Sends the finished paragraphs from `next` on; returns the first one not yet finished.
@@ -581,7 +582,15 @@ async fn send_ready_paragraphs(
             break;
         };
         let paragraph = match progress.markup {
-            Some(m) => m.paragraph(paragraph),
+            // Rendering a paragraph's HTML is linear in its markup: off the async workers.
+            Some(m) => {
+                let m = Arc::clone(m);
+                match blocking::run("html paragraph", move |_| Ok(m.paragraph(paragraph))).await {
+                    Ok(p) => p,
+                    // The call is over (its end is noticed by the caller).
+                    Err(_) => return next,
+                }
+            }
             None => paragraph,
         };
         // A receiver that went away no longer wants paragraphs; the caller notices.
