@@ -77,8 +77,16 @@ fn request(id: &str, article: Article, options: &CallOptions) -> proto::ProcessA
         }),
         summary_options: summary_options(options.summary),
         title_from_first_line: article.title_from_first_line,
-        format: options.format.proto(),
+        format: proto_format(options.format),
     }
+}
+
+fn proto_format(format: crate::pipeline::TextFormat) -> i32 {
+    let format = match format {
+        crate::pipeline::TextFormat::Plain => proto::TextFormat::Plain,
+        crate::pipeline::TextFormat::Html => proto::TextFormat::Html,
+    };
+    format as i32
 }
 
 fn summary_options(summary: ClientSummary) -> Option<proto::SummaryOptions> {

@@ -476,7 +476,7 @@ fn reference_len(s: &str) -> usize {
 #[derive(Default)]
 struct Builder {
     text: String,
-    chars: usize,
+    /// For each char of `text`, its source bytes (so also how many chars there are).
     sources: Vec<Range<usize>>,
     marks: Vec<Mark>,
     /// Elements opened inside the unit and still open: (name, mark).
@@ -508,7 +508,7 @@ impl Builder {
             return;
         }
         if let Some(s) = self.pending_space.take() {
-            if self.chars > 0 {
+            if !self.sources.is_empty() {
                 self.push(' ', s);
             }
         }
@@ -519,7 +519,6 @@ impl Builder {
     fn push(&mut self, c: char, src: Range<usize>) {
         self.text.push(c);
         self.sources.push(src);
-        self.chars += 1;
     }
 
     fn mark(&mut self, open: Option<Range<usize>>, close: Option<Range<usize>>) -> usize {
@@ -527,8 +526,8 @@ impl Builder {
         self.marks.push(Mark {
             open,
             close,
-            from: self.chars,
-            to: self.chars,
+            from: self.sources.len(),
+            to: self.sources.len(),
             parent,
             atom: false,
             glued_before: false,
@@ -552,7 +551,7 @@ impl Builder {
         let m = self.mark(Some(range), None);
         let mark = &mut self.marks[m];
         mark.atom = true;
-        mark.glued_before = self.chars > 0 && self.pending_space.is_none();
+        mark.glued_before = !self.sources.is_empty() && self.pending_space.is_none();
         self.awaiting.push(m);
     }
 
@@ -560,7 +559,7 @@ impl Builder {
     /// still open end here too (implicitly).
     fn close(&mut self, name: &str, range: Range<usize>) {
         self.touch(&range);
-        let chars = self.chars;
+        let chars = self.sources.len();
         match self.open.iter().rposition(|(n, _)| n == name) {
             Some(k) => {
                 let m = self.open[k].1;
@@ -587,10 +586,10 @@ impl Builder {
     }
 
     fn finish(mut self) -> Option<Unit> {
-        if self.chars == 0 {
+        if self.sources.is_empty() {
             return None;
         }
-        let chars = self.chars;
+        let chars = self.sources.len();
         for (_, m) in self.open.drain(..) {
             self.marks[m].to = chars;
         }

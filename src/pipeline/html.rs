@@ -20,17 +20,6 @@ pub enum TextFormat {
     Html,
 }
 
-impl TextFormat {
-    /// Its protobuf value.
-    pub fn proto(self) -> i32 {
-        let format = match self {
-            Self::Plain => crate::proto::TextFormat::Plain,
-            Self::Html => crate::proto::TextFormat::Html,
-        };
-        format as i32
-    }
-}
-
 /// Worst-case growth of English written into HTML: `"` becomes `&quot;`.
 const ESCAPE_GROWTH: usize = 6;
 

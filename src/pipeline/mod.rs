@@ -481,10 +481,9 @@ impl Translator {
             alignment,
             markup,
         } = text;
-        let done = self
+        let outputs = self
             .generate(
                 &prepared,
-                started,
                 alignment,
                 markup.as_ref(),
                 options,
@@ -492,29 +491,37 @@ impl Translator {
                 progress,
             )
             .await?;
-        match markup {
-            // Writing a document back is linear in its size: off the async workers.
-            Some(m) => blocking::run("html writing", move |_| Ok(m.finish(done))).await,
-            None => Ok(done),
-        }
+        // Assembly re-tokenises aligned sentences and writing a document back is linear in
+        // its size: both off the async workers.
+        blocking::run("text assembly", move |_| {
+            let done = match outputs {
+                Some(outputs) => prepared.assemble(&outputs, started),
+                None => prepared.passthrough(started),
+            };
+            Ok(match markup {
+                Some(m) => m.finish(done),
+                None => done,
+            })
+        })
+        .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs `prepared`'s model inputs, sending paragraphs to `progress` as they are done;
+    /// the outputs in input order (`None`: nothing to translate).
     async fn generate(
         &self,
         prepared: &Prepared,
-        started: Instant,
         alignment: bool,
         markup: Option<&Arc<Markup>>,
         options: &GenerationOverrides,
         deadline: Option<Instant>,
         progress: Option<&mpsc::Sender<TranslatedParagraph>>,
-    ) -> Result<TranslatedText, PipelineError> {
+    ) -> Result<Option<Vec<SentenceOutput>>, PipelineError> {
         let progress = progress.map(|tx| Progress { tx, markup });
         let progress = progress.as_ref();
         if !prepared.needs_translation() {
             send_ready_paragraphs(prepared, &[], 0, progress).await;
-            return Ok(prepared.passthrough(started));
+            return Ok(None);
         }
         let options = self.engine.request_options(options);
         let scheduler = &self.engine.scheduler;
@@ -527,7 +534,7 @@ impl Translator {
             next_paragraph =
                 send_ready_paragraphs(prepared, outputs.slots(), next_paragraph, progress).await;
         }
-        Ok(prepared.assemble(&outputs.into_complete()?, started))
+        Ok(Some(outputs.into_complete()?))
     }
 
     /// Which words of `segment`'s translation came from which words of its source (it must
