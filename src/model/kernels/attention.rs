@@ -166,6 +166,11 @@ struct AttentionShape {
 }
 
 impl AttentionShape {
+    /// Every row's output (R, H·hd). Work items are (group, head) pairs: the rows of one
+    /// group (the beams of one input under cross-attention, or one traced row) share one pass
+    /// over the head's keys and values, so a beam-4 step reads the encoder states once, not
+    /// four times. Each row's arithmetic is the same whatever its group, so results do not
+    /// depend on the grouping.
     fn run(
         &self,
         q: &[f32],
@@ -176,49 +181,91 @@ impl AttentionShape {
         mut mean_rows: Vec<Option<&mut [f32]>>,
     ) -> Vec<f32> {
         use rayon::prelude::*;
-        let d = self.heads * self.hd;
-        let mut out = vec![0f32; mean_rows.len() * d];
-        let rows = out.par_chunks_mut(d).zip(mean_rows.par_iter_mut());
-        rows.enumerate().for_each(|(r, (out_row, mean_row))| {
-            if let Some(m) = mean_row.as_deref_mut() {
-                m.fill(0.0);
-            }
-            let steps = self.step_offsets(kv_rows, r);
-            let mask_row = match (kv_rows, mask) {
-                (KvRows::Grouped(group), Some(m)) => {
-                    let at = (r / group) * self.cap;
-                    Some(&m[at..at + self.len])
-                }
-                _ => None,
-            };
-            let mut scores = vec![0f32; self.len];
-            for h in 0..self.heads {
-                let head = Head {
-                    k: &k[h * self.cap * self.hd..],
-                    v: &v[h * self.cap * self.hd..],
-                    steps: &steps,
-                };
-                let qh = &q[r * d + h * self.hd..r * d + (h + 1) * self.hd];
-                let io = HeadIo {
-                    q: qh,
-                    kv: head,
-                    mask: mask_row,
-                    scores: &mut scores,
-                    out: &mut out_row[h * self.hd..(h + 1) * self.hd],
-                };
-                let sum = match self.wide {
-                    Some(path) => self.head_wide(path, io),
-                    None => self.head(io),
-                };
-                if let Some(m) = mean_row.as_deref_mut() {
-                    let w = 1.0 / (sum * self.heads as f32);
-                    for (m, &s) in m.iter_mut().zip(&scores) {
+        let (d, hd, len) = (self.heads * self.hd, self.hd, self.len);
+        let rows = mean_rows.len();
+        let group = match kv_rows {
+            KvRows::Grouped(group) => group,
+            KvRows::Traced(_) => 1,
+        };
+        let items: Vec<(usize, usize)> = (0..rows.div_ceil(group))
+            .flat_map(|g| (0..self.heads).map(move |h| (g, h)))
+            .collect();
+        let done: Vec<GroupHead> = items
+            .par_iter()
+            .map(|&(g, h)| {
+                let members = g * group..((g + 1) * group).min(rows);
+                self.group_head(q, k, v, kv_rows, mask, members, h)
+            })
+            .collect();
+        // Scattered in item order: a row's heads come in order 0..H, so the head mean adds
+        // them in the same order as a per-row loop would.
+        let mut out = vec![0f32; rows * d];
+        for m in mean_rows.iter_mut().flatten() {
+            m.fill(0.0);
+        }
+        for (&(g, h), res) in items.iter().zip(&done) {
+            for (i, r) in (g * group..((g + 1) * group).min(rows)).enumerate() {
+                out[r * d + h * hd..r * d + (h + 1) * hd]
+                    .copy_from_slice(&res.out[i * hd..(i + 1) * hd]);
+                if let Some(m) = mean_rows[r].as_deref_mut() {
+                    let w = 1.0 / (res.sums[i] * self.heads as f32);
+                    for (m, &s) in m.iter_mut().zip(&res.scores[i * len..(i + 1) * len]) {
                         *m += s * w;
                     }
                 }
             }
-        });
+        }
         out
+    }
+
+    /// Head `h` of the rows `members`, which all read the same cache steps.
+    #[allow(clippy::too_many_arguments)]
+    fn group_head(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kv_rows: KvRows,
+        mask: Option<&[f32]>,
+        members: std::ops::Range<usize>,
+        h: usize,
+    ) -> GroupHead {
+        let (d, hd, len, n) = (self.heads * self.hd, self.hd, self.len, members.len());
+        let steps = self.step_offsets(kv_rows, members.start);
+        let mask_row = match (kv_rows, mask) {
+            (KvRows::Grouped(group), Some(m)) => {
+                let at = (members.start / group) * self.cap;
+                Some(&m[at..at + len])
+            }
+            _ => None,
+        };
+        let queries: Vec<f32> = members
+            .clone()
+            .flat_map(|r| &q[r * d + h * hd..r * d + (h + 1) * hd])
+            .copied()
+            .collect();
+        let mut res = GroupHead {
+            out: vec![0f32; n * hd],
+            scores: vec![0f32; n * len],
+            sums: vec![0f32; n],
+        };
+        let io = HeadIo {
+            q: &queries,
+            kv: Head {
+                k: &k[h * self.cap * hd..],
+                v: &v[h * self.cap * hd..],
+                steps: &steps,
+            },
+            mask: mask_row,
+            scores: &mut res.scores,
+            out: &mut res.out,
+            sums: &mut res.sums,
+        };
+        match self.wide {
+            Some(path) => self.heads_wide(path, io),
+            None => self.heads(io),
+        }
+        res
     }
 
     /// Where query row `r` finds each cached step's vector, as offsets into head 0 (head `h`
@@ -235,71 +282,91 @@ impl AttentionShape {
         }
     }
 
-    /// [`AttentionShape::head`] compiled for AVX2; `_path` proves the CPU runs it.
-    fn head_wide(&self, _path: F32Path, io: HeadIo) -> f32 {
+    /// [`AttentionShape::heads`] compiled for AVX2; `_path` proves the CPU runs it.
+    fn heads_wide(&self, _path: F32Path, io: HeadIo) {
         #[cfg(target_arch = "x86_64")]
         {
             /// # Safety
             /// The CPU runs AVX2.
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(s: &AttentionShape, io: HeadIo) -> f32 {
-                s.head(io)
+            unsafe fn avx2(s: &AttentionShape, io: HeadIo) {
+                s.heads(io)
             }
             // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
             unsafe { avx2(self, io) }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.head(io)
+        self.heads(io)
     }
 
-    /// softmax(q·Kᵀ·scale + mask)·V for one row and head; leaves the unnormalised weights in
-    /// `scores` and returns their sum. Inlined into each build (portable, AVX2).
+    /// softmax(q·Kᵀ·scale + mask)·V for each query of one head, every key and value read once
+    /// for all of them; leaves each query's unnormalised weights in `scores` and their sum in
+    /// `sums`. Inlined into each build (portable, AVX2).
     #[inline(always)]
-    fn head(&self, io: HeadIo) -> f32 {
+    fn heads(&self, io: HeadIo) {
         let HeadIo {
             q,
             kv,
             mask,
             scores,
             out,
+            sums,
         } = io;
-        let hd = self.hd;
-        let mut max = f32::NEG_INFINITY;
-        for ((j, s), &at) in scores.iter_mut().enumerate().zip(kv.steps) {
-            let mut x = dot(q, &kv.k[at..at + hd]) * self.scale;
-            if let Some(m) = mask {
-                x += m[j];
+        let (hd, len) = (self.hd, self.len);
+        for (j, &at) in kv.steps.iter().enumerate() {
+            let key = &kv.k[at..at + hd];
+            for (i, qi) in q.chunks_exact(hd).enumerate() {
+                let mut x = dot(qi, key) * self.scale;
+                if let Some(m) = mask {
+                    x += m[j];
+                }
+                scores[i * len + j] = x;
             }
-            *s = x;
-            max = max.max(x);
         }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+        for (row, sum) in scores.chunks_exact_mut(len.max(1)).zip(sums.iter_mut()) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            *sum = 0.0;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                *sum += *s;
+            }
         }
         // Unnormalised weights summed first, divided once at the end (as PyTorch's CPU
         // flash-attention kernel does).
-        for (&p, &at) in scores.iter().zip(kv.steps) {
-            for (o, &x) in out.iter_mut().zip(&kv.v[at..at + hd]) {
-                *o += p * x;
+        for (j, &at) in kv.steps.iter().enumerate() {
+            let value = &kv.v[at..at + hd];
+            for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+                let p = scores[i * len + j];
+                for (o, &x) in o.iter_mut().zip(value) {
+                    *o += p * x;
+                }
             }
         }
-        for o in out.iter_mut() {
-            *o /= sum;
+        for (o, &sum) in out.chunks_exact_mut(hd).zip(sums.iter()) {
+            for o in o.iter_mut() {
+                *o /= sum;
+            }
         }
-        sum
     }
 }
 
-/// One row and head of a step: its query, keys and values, mask, and where the weights and
-/// the output go.
+/// One (group, head) item's results: per member row, its output (hd), unnormalised weights
+/// (len) and their sum.
+struct GroupHead {
+    out: Vec<f32>,
+    scores: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// The queries of one head (`n` rows of hd), their keys and values, mask, and where the
+/// weights, sums and outputs go (`n` rows each).
 struct HeadIo<'a> {
     q: &'a [f32],
     kv: Head<'a>,
     mask: Option<&'a [f32]>,
     scores: &'a mut [f32],
     out: &'a mut [f32],
+    sums: &'a mut [f32],
 }
 
 /// One head's keys and values (slices starting at the head) and each step's offset in them.
@@ -375,6 +442,59 @@ mod tests {
             let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&narrow.0), bits(&wide.0));
             assert_eq!(bits(&narrow.1), bits(&wide.1));
+        }
+    }
+
+    /// Rows that share a pass over the cache (a group) get the bits they get alone: grouped
+    /// rows against the same steps named row by row (traced).
+    #[test]
+    fn grouped_rows_equal_the_same_rows_one_by_one() {
+        let (b, heads, cap, hd, len) = (2, 3, 11, 16, 9);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
+        let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
+        // Seven rows in groups of four: the last group is short.
+        let q = values(7 * heads * hd);
+        let traced: Vec<Vec<u32>> = (0..7).map(|r| vec![r / 4; cap]).collect();
+        for wide in [None, F32Path::detect()] {
+            let shape = AttentionShape {
+                heads,
+                cap,
+                hd,
+                len,
+                scale: 0.25,
+                wide,
+            };
+            let run = |rows| {
+                let mut means = vec![0f32; 7 * len];
+                let out = shape.run(&q, &k, &v, rows, None, means.chunks_mut(len).map(Some).collect());
+                (out, means)
+            };
+            let (grouped, alone) = (run(KvRows::Grouped(4)), run(KvRows::Traced(&traced)));
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&grouped.0), bits(&alone.0));
+            assert_eq!(bits(&grouped.1), bits(&alone.1));
+            // And against a plain softmax-weighted sum.
+            for r in 0..7 {
+                for h in 0..heads {
+                    let qh = &q[r * heads * hd + h * hd..][..hd];
+                    let base = ((r / 4) * heads + h) * cap * hd;
+                    let s: Vec<f64> = (0..len)
+                        .map(|j| {
+                            let kj = &k[base + j * hd..][..hd];
+                            qh.iter().zip(kj).map(|(a, b)| (a * b) as f64).sum::<f64>() * 0.25
+                        })
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..hd {
+                        let want: f64 = (0..len).map(|j| e[j] * v[base + j * hd + c] as f64).sum::<f64>() / z;
+                        let got = grouped.0[r * heads * hd + h * hd + c] as f64;
+                        assert!((got - want).abs() < 1e-5, "row {r} head {h} [{c}]: {got} vs {want}");
+                    }
+                }
+            }
         }
     }
 }

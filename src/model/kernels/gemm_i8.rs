@@ -139,7 +139,7 @@ impl I8Path {
         match self.0 {
             I8Kind::Portable => 4,
             #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 => 4,
+            I8Kind::Avx2 => AVX2_ROWS,
             #[cfg(target_arch = "x86_64")]
             I8Kind::AvxVnni => 6,
             #[cfg(target_arch = "x86_64")]
@@ -147,26 +147,67 @@ impl I8Path {
         }
     }
 
-    /// Whether the kernel also takes `|x|` (u8).
-    fn abs_activations(self) -> bool {
+    /// How the kernel reads quantised activations.
+    fn act_form(self) -> ActForm {
         match self.0 {
+            I8Kind::Portable => ActForm::I8,
             #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 => true,
-            _ => false,
+            I8Kind::Avx2 => ActForm::I16,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::AvxVnni | I8Kind::Avx512Vnni => ActForm::Offset,
         }
     }
 
-    /// Whether the kernel takes activations as `x + 128` (u8) with column compensation.
-    fn offset_activations(self) -> bool {
-        match self.0 {
-            I8Kind::Portable => false,
-            #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 => false,
-            #[cfg(target_arch = "x86_64")]
-            I8Kind::AvxVnni | I8Kind::Avx512Vnni => true,
+    /// Byte of column `c`, k value `t` (0..4) within a 64-byte group of a panel: four k values
+    /// per column (what `vpdpbusd` sums), or on AVX2 two halves of k pairs, so that one
+    /// sign extension of 16 bytes gives 8 columns' pairs for `vpmaddwd`.
+    fn group_offset(self, c: usize, t: usize) -> usize {
+        match self.act_form() {
+            ActForm::I16 => (t / 2) * (GROUP_BYTES / 2) + c * 2 + t % 2,
+            ActForm::I8 | ActForm::Offset => c * GROUP + t,
         }
     }
 }
+
+/// Rows per AVX2 tile: 12 accumulators, 2 weights and the broadcast fill the 16 registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_ROWS: usize = 6;
+
+/// Quantised activations as a kernel reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ActForm {
+    /// i8 (portable).
+    I8,
+    /// `x + 128` as u8, the offset cancelled by the weights' column compensation (VNNI).
+    Offset,
+    /// i16, little-endian (AVX2's `vpmaddwd`).
+    I16,
+}
+
+impl ActForm {
+    fn width(self) -> usize {
+        match self {
+            Self::I8 | Self::Offset => 1,
+            Self::I16 => 2,
+        }
+    }
+
+    /// Writes `q` into `out` (`q.len() · width` bytes).
+    fn encode(self, q: &[i8], out: &mut [u8]) {
+        match self {
+            Self::I8 => out.iter_mut().zip(q).for_each(|(o, &v)| *o = v as u8),
+            Self::Offset => out.iter_mut().zip(q).for_each(|(o, &v)| *o = (v as u8) ^ 0x80),
+            Self::I16 => out
+                .chunks_exact_mut(2)
+                .zip(q)
+                .for_each(|(o, &v)| o.copy_from_slice(&(v as i16).to_le_bytes())),
+        }
+    }
+}
+
+/// Activation values (m · k) from which quantisation is split across threads: below it a
+/// rayon dispatch costs more than it saves (decoding steps).
+const PARALLEL_QUANTIZE: usize = 1 << 16;
 
 /// Symmetric int8 of one row: (scale, values in [−127, 127]); an all-zero row has scale 0.
 fn quantize_row(v: &[f32], out: &mut [i8]) -> f32 {
@@ -245,7 +286,7 @@ impl PackedI8 {
             let (p, c) = (j / PANEL, j % PANEL);
             for (i, &v) in q.iter().enumerate() {
                 let (g, t) = (i / GROUP, i % GROUP);
-                packed[((p * groups + g) * PANEL + c) * GROUP + t] = v;
+                packed[(p * groups + g) * GROUP_BYTES + path.group_offset(c, t)] = v;
             }
         }
         let mut bias = b.to_vec();
@@ -261,13 +302,6 @@ impl PackedI8 {
             panels,
             path,
         }
-    }
-
-    /// The same weights on another kernel family (parity tests).
-    #[cfg(test)]
-    pub(crate) fn with_path(mut self, path: I8Path) -> Self {
-        self.path = path;
-        self
     }
 
     /// `x` (m, k) row-major -> `x Wᵀ + b` (m, n) row-major.
@@ -317,34 +351,14 @@ impl PackedI8 {
 
     /// `m` rows of `x` into `y` (m, n).
     fn run(&self, x: &[f32], y: &mut [f32], m: usize, act: Epilogue) {
-        let (k, groups, panels) = (self.k, self.groups, self.panels);
-        let stride = groups * GROUP;
-        // Quantised rows, k padded to whole groups with zeros (the padded weights are zero
-        // too, so padding adds nothing on any path).
-        let mut xq = vec![0i8; m * stride];
-        let xs: Vec<f32> = x
-            .chunks_exact(k)
-            .zip(xq.chunks_exact_mut(stride))
-            .map(|(row, q)| quantize_row(row, &mut q[..k]))
-            .collect();
-        let xbytes: Vec<u8> = if self.path.offset_activations() {
-            xq.iter().map(|&v| (v as u8) ^ 0x80).collect()
-        } else {
-            xq.iter().map(|&v| v as u8).collect()
-        };
-        // |x| once per call rather than once per panel (the AVX2 kernel's u8 operand).
-        let xabs: Vec<u8> = if self.path.abs_activations() {
-            xq.iter().map(|&v| v.unsigned_abs()).collect()
-        } else {
-            Vec::new()
-        };
+        let panels = self.panels;
+        let (xbytes, xs, stride) = self.quantize(x, m);
         let tasks = rayon::current_num_threads().clamp(1, panels.max(1));
         let per = panels.div_ceil(tasks);
         let out = OutPtr(y.as_mut_ptr());
         let job = Job {
             packed: self,
             x: &xbytes,
-            xabs: &xabs,
             xs: &xs,
             m,
             stride,
@@ -364,15 +378,43 @@ impl PackedI8 {
             }
         });
     }
+
+    /// `m` rows of `x` quantised in the path's form: (bytes, per-row scales, bytes per row).
+    /// Rows are padded to whole groups with zero values (the padded weights are zero too, so
+    /// padding adds nothing on any path).
+    fn quantize(&self, x: &[f32], m: usize) -> (Vec<u8>, Vec<f32>, usize) {
+        use rayon::prelude::*;
+        let (k, form) = (self.k, self.path.act_form());
+        let stride = self.groups * GROUP * form.width();
+        let mut bytes = vec![0u8; m * stride];
+        let mut scales = vec![0f32; m];
+        let padded = self.groups * GROUP;
+        let one = |q: &mut Vec<i8>, ((row, out), scale): ((&[f32], &mut [u8]), &mut f32)| {
+            q.resize(padded, 0);
+            *scale = quantize_row(row, &mut q[..k]);
+            form.encode(q, out);
+        };
+        if m * k < PARALLEL_QUANTIZE {
+            let mut q = Vec::new();
+            x.chunks_exact(k)
+                .zip(bytes.chunks_exact_mut(stride))
+                .zip(scales.iter_mut())
+                .for_each(|item| one(&mut q, item));
+        } else {
+            x.par_chunks_exact(k)
+                .zip(bytes.par_chunks_exact_mut(stride))
+                .zip(scales.par_iter_mut())
+                .for_each_init(Vec::new, one);
+        }
+        (bytes, scales, stride)
+    }
 }
 
 /// One call's shared inputs.
 struct Job<'a> {
     packed: &'a PackedI8,
-    /// Quantised rows (`stride` bytes each): i8, or `x + 128` as u8 on the VNNI paths.
+    /// Quantised rows (`stride` bytes each) in the path's [`ActForm`].
     x: &'a [u8],
-    /// `|x|` as u8 (AVX2 path only, else empty).
-    xabs: &'a [u8],
     xs: &'a [f32],
     m: usize,
     stride: usize,
@@ -395,16 +437,14 @@ impl Job<'_> {
                 for (blk, tile) in tiles.iter_mut().enumerate() {
                     let r0 = blk * tr;
                     let rows = tr.min(m - r0);
-                    let range = r0 * self.stride..(r0 + rows) * self.stride;
-                    let x = &self.x[range.clone()];
-                    let xabs = self.xabs.get(range).unwrap_or(&[]);
+                    let x = &self.x[r0 * self.stride..(r0 + rows) * self.stride];
                     let part = KBlock {
                         stride: self.stride,
                         g0,
                         g1,
                         fresh: g0 == 0,
                     };
-                    block(pk.path, rows, x, xabs, panel, comp, part, tile);
+                    block(pk.path, rows, x, panel, comp, part, tile);
                 }
             }
             // Shared epilogue: the same f32 operations whatever path summed.
@@ -468,14 +508,12 @@ struct KBlock {
 
 /// `rows` rows of `x` times one panel over groups g0..g1, summed into `tile`. The only place
 /// that picks a kernel: a path value proves its CPU features, and the slices' lengths were
-/// checked here (every kernel reads at most `rows · stride` bytes of `x` and `g1 · 64` of
-/// `panel`).
-#[allow(clippy::too_many_arguments)]
+/// checked here (every kernel reads at most `rows · stride` bytes of `x`, `4 · g1 · width`
+/// of each row, and `g1 · 64` of `panel`).
 fn block(
     path: I8Path,
     rows: usize,
     x: &[u8],
-    xabs: &[u8],
     panel: &[i8],
     comp: &[i32],
     s: KBlock,
@@ -484,17 +522,16 @@ fn block(
     assert!(
         rows <= path.tile_rows()
             && x.len() >= rows * s.stride
-            && s.stride >= s.g1 * GROUP
+            && s.stride >= s.g1 * GROUP * path.act_form().width()
             && panel.len() >= s.g1 * GROUP_BYTES
-            && comp.len() == PANEL
-            && (!path.abs_activations() || xabs.len() == x.len()),
+            && comp.len() == PANEL,
         "int8 block: inconsistent shapes"
     );
     match path.0 {
         I8Kind::Portable => portable(rows, x, panel, s, tile),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2 is only built after detecting AVX2; bounds asserted above.
-        I8Kind::Avx2 => unsafe { by_rows!(rows, 4, 3, 2; block_avx2(x, xabs, panel, s, tile)) },
+        I8Kind::Avx2 => unsafe { by_rows!(rows, 6, 5, 4, 3, 2; block_avx2(x, panel, s, tile)) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AvxVnni is only built after detecting AVX2 and AVX-VNNI; bounds above.
         I8Kind::AvxVnni => unsafe {
@@ -583,35 +620,29 @@ mod avx2 {
     use super::{ymm, KBlock, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
-    /// R rows × 16 columns over groups g0..g1: `|x|` (u8) times `w · sign(x)` (i8) with
-    /// `vpmaddubsw` (pairs never exceed 2·127·127, no saturation), then `vpmaddwd` by ones.
+    /// R rows × 16 columns over groups g0..g1: i16 activations times i16 weights (sign-extended
+    /// from the panel's k pairs) with `vpmaddwd`, exact in i32.
     ///
     /// # Safety
-    /// The CPU runs AVX2; `x` holds R rows of `s.stride ≥ 4·g1` bytes of i8 values in
-    /// [−127, 127] and `xabs` their absolute values; `panel` holds at least `64·g1` bytes.
+    /// The CPU runs AVX2; `x` holds R rows of `s.stride ≥ 8·g1` bytes (i16 values, 4 per
+    /// group); `panel` holds at least `64·g1` bytes in the k-pair layout.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block<const R: usize>(
-        x: &[u8],
-        xabs: &[u8],
-        panel: &[i8],
-        s: KBlock,
-        tile: &mut Tile,
-    ) {
-        let ones = _mm256_set1_epi16(1);
+    pub(super) unsafe fn block<const R: usize>(x: &[u8], panel: &[i8], s: KBlock, tile: &mut Tile) {
         let zero = _mm256_setzero_si256();
         let mut acc = ymm::start::<R>(tile, s.fresh, [zero, zero]);
-        let (xp, ap, wp) = (x.as_ptr(), xabs.as_ptr(), panel.as_ptr());
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
-            let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
-            let w1 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES + 32) as *const __m256i);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let at = r * s.stride + g * GROUP;
-                let xb = _mm256_set1_epi32((xp.add(at) as *const i32).read_unaligned());
-                let xa = _mm256_set1_epi32((ap.add(at) as *const i32).read_unaligned());
-                let p0 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w0, xb));
-                let p1 = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w1, xb));
-                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(p0, ones));
-                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(p1, ones));
+            // Two k pairs per group: 16 bytes per 8 columns of one pair.
+            for half in 0..2 {
+                let at = wp.add(g * GROUP_BYTES + half * (GROUP_BYTES / 2));
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(at as *const __m128i));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(at.add(16) as *const __m128i));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xat = xp.add(r * s.stride + (g * GROUP + half * 2) * 2);
+                    let xb = _mm256_set1_epi32((xat as *const i32).read_unaligned());
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(xb, w0));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(xb, w1));
+                }
             }
         }
         ymm::store(&acc, tile);

@@ -215,7 +215,7 @@ fn int8_paths_are_identical_to_portable() {
     let all = I8Path::all();
     let portable = PackedI8::new(c.dense(), all[0]).matmul(&c.x, c.m).unwrap();
     for path in &all[1..] {
-        let p = PackedI8::new(c.dense(), all[0]).with_path(*path);
+        let p = PackedI8::new(c.dense(), *path);
         let y = p.matmul(&c.x, c.m).unwrap();
         assert!(
             y.iter()
@@ -259,6 +259,32 @@ fn int8_epilogue_activations_match_separate_ones() {
                 path.name()
             );
             assert_eq!(r.to_bits(), v.max(0.0).to_bits(), "{}", path.name());
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn zz_speed_probe() {
+    let mut shapes = vec![(600usize, 1024usize, 4096usize), (600, 4096, 1024), (16, 512, 2048), (16, 512, 62834), (4, 1024, 50264), (64,1024,1024)];
+    if let Ok(v) = std::env::var("PROBE") { let v: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect(); shapes = vec![(v[0], v[1], v[2])]; }
+    let only_i8 = std::env::var("PROBE_I8").is_ok();
+    for &(m, k, n) in &shapes {
+        let c = Case::new(m, k, n, 7);
+        let d = c.dense();
+        let fp = PackedF32::new(d, F32Path::detect().unwrap());
+        let ip = PackedI8::new(d, I8Path::detect());
+        let reps = (std::env::var("PROBE_WORK").map(|v| v.parse().unwrap()).unwrap_or(2e9) / (m * k * n) as f64).ceil() as usize;
+        let ff = || { fp.matmul(&c.x, m).unwrap(); };
+        let fi = || { ip.matmul(&c.x, m).unwrap(); };
+        let fs: [(&str, &dyn Fn()); 2] = [("f32", &ff), ("i8", &fi)];
+        for (name, f) in fs {
+            if only_i8 && name == "f32" { continue; }
+            f();
+            let t = std::time::Instant::now();
+            for _ in 0..reps { f(); }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            eprintln!("{m}x{k}x{n} {name}: {:.2} ms, {:.1} GMAC/s", s * 1e3, (m * k * n) as f64 / s / 1e9);
         }
     }
 }
