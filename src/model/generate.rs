@@ -11,7 +11,7 @@
 
 use super::config::GenerationParams;
 use super::kv_cache::DecoderState;
-use super::logits::{argmax, log_softmax_in_place, Processors};
+use super::logits::{argmax, log_softmax_in_place, Processors, LANES};
 use super::seq2seq::Seq2SeqModel;
 use super::{Alignment, Generated, ModelError, Res};
 
@@ -294,10 +294,7 @@ impl StepCtx<'_> {
         for (b, row) in scores.chunks_mut(self.vocab).enumerate() {
             log_softmax_in_place(row);
             self.procs.apply(row, &it.running[b].seq);
-            let base = it.running[b].score;
-            for (v, &lp) in row.iter().enumerate() {
-                push_top(&mut top, keep_n, lp + base, b * self.vocab + v);
-            }
+            scan_top(&mut top, keep_n, row, it.running[b].score, b * self.vocab);
         }
         let cands: Vec<Candidate> = top
             .iter()
@@ -317,6 +314,31 @@ impl StepCtx<'_> {
             .collect();
         it.add_finished(&cands, cur_len, self.params);
         it.next_running(&cands)
+    }
+}
+
+/// [`push_top`] of `lp + base` for every element of `row` (index `at + i`), in order. Chunks
+/// whose largest score cannot enter a full list are skipped whole: the same result as pushing
+/// each element (a skipped score would have been refused), without a branch per element.
+fn scan_top(top: &mut Vec<(f32, usize)>, k: usize, row: &[f32], base: f32, at: usize) {
+    for (c, chunk) in row.chunks(LANES).enumerate() {
+        let mut scores = [f32::NEG_INFINITY; LANES];
+        for (s, &lp) in scores.iter_mut().zip(chunk) {
+            *s = lp + base;
+        }
+        if top.len() == k {
+            let floor = top[k - 1].0;
+            let mut enters = false;
+            for &s in &scores {
+                enters |= s > floor;
+            }
+            if !enters {
+                continue;
+            }
+        }
+        for (i, &s) in scores.iter().enumerate().take(chunk.len()) {
+            push_top(top, k, s, at + c * LANES + i);
+        }
     }
 }
 
@@ -540,6 +562,38 @@ impl BeamItem {
             ids: best.seq.clone(),
             score: best.score,
             alignment: self.history.as_ref().map(|h| h.trace(best)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunked scan keeps exactly what pushing every element keeps: ties (earlier index
+    /// wins), NaN, −∞ and a row that is not a multiple of the chunk.
+    #[test]
+    fn scan_top_equals_pushing_every_element() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for len in [1, 7, 16, 17, 100, 1003] {
+            for k in [1, 2, 8] {
+                let row: Vec<f32> = (0..len)
+                    .map(|i| match i % 13 {
+                        3 => f32::NAN,
+                        5 => f32::NEG_INFINITY,
+                        7 => 0.5,
+                        _ => (rng.f32() * 8.0).round() / 4.0 - 2.0,
+                    })
+                    .collect();
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                for base in [-1.25f32, 0.0] {
+                    for (i, &lp) in row.iter().enumerate() {
+                        push_top(&mut want, k, lp + base, 40 + i);
+                    }
+                    scan_top(&mut got, k, &row, base, 40);
+                    assert_eq!(want, got, "len {len} k {k} base {base}");
+                }
+            }
         }
     }
 }
