@@ -119,7 +119,11 @@ pub(crate) fn row_max(row: &[f32]) -> f32 {
             *m = if x > *m { x } else { *m };
         }
     }
-    lanes.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max)
+    lanes
+        .iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 #[cfg(test)]

@@ -467,7 +467,14 @@ mod tests {
             };
             let run = |rows| {
                 let mut means = vec![0f32; 7 * len];
-                let out = shape.run(&q, &k, &v, rows, None, means.chunks_mut(len).map(Some).collect());
+                let out = shape.run(
+                    &q,
+                    &k,
+                    &v,
+                    rows,
+                    None,
+                    means.chunks_mut(len).map(Some).collect(),
+                );
                 (out, means)
             };
             let (grouped, alone) = (run(KvRows::Grouped(4)), run(KvRows::Traced(&traced)));
@@ -489,9 +496,15 @@ mod tests {
                     let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
                     let z: f64 = e.iter().sum();
                     for c in 0..hd {
-                        let want: f64 = (0..len).map(|j| e[j] * v[base + j * hd + c] as f64).sum::<f64>() / z;
+                        let want: f64 = (0..len)
+                            .map(|j| e[j] * v[base + j * hd + c] as f64)
+                            .sum::<f64>()
+                            / z;
                         let got = grouped.0[r * heads * hd + h * hd + c] as f64;
-                        assert!((got - want).abs() < 1e-5, "row {r} head {h} [{c}]: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "row {r} head {h} [{c}]: {got} vs {want}"
+                        );
                     }
                 }
             }

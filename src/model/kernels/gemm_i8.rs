@@ -2,16 +2,17 @@
 //!
 //! # Scheme
 //!
-//! - Weights: symmetric int8 per output row (as CTranslate2 does): `sw = max|W_j| / 127`,
-//!   `q = round(W_j / sw)` in [−127, 127]. −128 is never produced, which the AVX2 path needs.
-//! - Activations: the same per input row, on every call.
+//! - Weights: symmetric per output row (as CTranslate2 does): `sw = max|W_j| / L`,
+//!   `q = round(W_j / sw)` in [−L, L], with L = 127, or 63 on the AVX2 path (below).
+//! - Activations: symmetric int8 per input row (L = 127), on every call.
 //! - Products summed exactly in i32 (|Σ| ≤ 127² · k, far from overflow for any k we meet),
 //!   then `y = Σ · (sx · sw) + b` in f32, by shared scalar code.
 //!
-//! # Paths, all bit-identical
+//! # Paths
 //!
 //! The integer sum is exact on every path, and quantisation and the f32 epilogue are the same
-//! code everywhere, so every path gives the same bits (tested on every path the CPU runs):
+//! code everywhere, so a path gives the bits of the portable path on the same quantised weights
+//! (tested on every path the CPU runs):
 //!
 //! - AVX-512 VNNI: `vpdpbusd` multiplies u8 × i8 and adds groups of 4 into i32 without
 //!   intermediate saturation. Activations go in as `x + 128` (u8); the `128 · Σ_k W_jk` this
@@ -19,28 +20,37 @@
 //!   One instruction per 64 multiply-adds.
 //! - AVX-VNNI: the same with 256-bit `vpdpbusd` (Alder Lake and later, Zen 5).
 //! - AVX2: `vpmaddubsw` (u8 × i8, pairs summed into i16 with saturation) then `vpmaddwd` with
-//!   ones into i32. With `x + 128` a pair can reach 2·255·127 > 32767 and saturate (oneDNN
-//!   and CTranslate2 document it; their ways out cost accuracy: 7-bit weights or activations).
-//!   Here the u8 operand is `|x|` and the sign moves onto the weight (`vpsignb`), so a pair is
-//!   at most 2·127·127 = 32258: never saturates, full 8-bit precision, one more instruction.
-//! - Portable (any other CPU, aarch64 included): the same sums in plain Rust.
+//!   ones into i32, on the same `x + 128` and compensation. A pair of 8-bit weights could reach
+//!   2·255·127 > 32767 and saturate; with 7-bit weights (oneDNN's documented way out) a pair is
+//!   at most 2·255·63 = 32130, so the sum stays exact. The cost is the weights' precision:
+//!   the AVX2 path's results differ from the 8-bit paths' by at most one weight step more
+//!   (`kernels::tests` bounds both against f32), and README's int8 accuracy table, measured
+//!   on this path, still beats CTranslate2 int8 on every figure.
+//! - Portable (any other CPU, aarch64 included): the same sums in plain Rust, for either
+//!   weight precision.
 //!
 //! Weights are packed in 16-column panels, k in groups of 4 bytes per column: one group of a
 //! panel is 64 bytes (one zmm, two ymm), so every path reads the same layout.
 //!
-//! # Cost and measured figures
+//! # Why 7-bit weights on AVX2 (measured on a 2-core AMD EPYC Zen 3, AVX2 only)
 //!
-//! Per 64 multiply-adds (one row × one k group × 16 columns): AVX-512 VNNI 1 instruction,
-//! AVX-VNNI 2, AVX2 10 (2 broadcasts, 2 `vpsignb`, 2 `vpmaddubsw`, 2 `vpmaddwd`, 2 adds; `|x|`
-//! is computed once per call, not per panel) against 12 for f32 (4 broadcasts, 8 FMAs). So on
-//! AVX2 the gain is the weights' memory traffic (÷4) more than arithmetic.
+//! Zen 3 issues two vector integer multiplies per cycle, and `vpsignb` competes for the same
+//! pipes. Per 64 multiply-adds of one row, in a register-resident loop:
 //!
-//! 2-core AMD EPYC (AVX2+FMA, no AVX-512), opus-mt-ar-en bench, 2 threads, same run, medians
-//! of 3: int8 / f32 end to end 1.39× greedy batch 16, 1.37× beam 4 batch 16, 2.86× greedy
-//! batch 1. In a beam-4 step the AVX2 block was 43 % of the time; profiling removed a libm
-//! `rintf` call per activation (6 %, now an add/subtract of 1.5·2²³), a `memcpy` per output row
-//! (10 %) and candle's SiLU dispatch (6 %, now fused into fc1's epilogue). The VNNI paths were
-//! not executed on this machine (no such CPU here): they are tested wherever the CPU has them.
+//! | AVX2 scheme | multiply-pipe instructions | ns per 64 MACs |
+//! |---|---:|---:|
+//! | `|x|` × `w·sign(x)` (exact 8-bit, the previous kernel) | 6 | 0.86 |
+//! | i16 × i16 `vpmaddwd` (exact 8-bit) | 4 + widening | 0.90 |
+//! | `x + 128` × 7-bit `w` (this kernel) | 4 | 0.66 |
+//!
+//! In the real kernel (6-row tiles, 2 threads) the 7-bit kernel ran GEMMs 1.15–1.4× faster
+//! than the exact i16 one (M = 16…600, k = 512…4096, n = 1024…62 834, same run). The exact
+//! kernels are in git history (commits cf2252f and before).
+//!
+//! Profiling also removed a libm `rintf` call per activation (6 %, now an add/subtract of
+//! 1.5·2²³), a `memcpy` per output row (10 %) and candle's SiLU dispatch (6 %, now fused into
+//! fc1's epilogue). The VNNI paths were not executed on this machine (no such CPU here): they
+//! are tested wherever the CPU has them.
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
@@ -139,7 +149,7 @@ impl I8Path {
         match self.0 {
             I8Kind::Portable => 4,
             #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 => AVX2_ROWS,
+            I8Kind::Avx2 => 6,
             #[cfg(target_arch = "x86_64")]
             I8Kind::AvxVnni => 6,
             #[cfg(target_arch = "x86_64")]
@@ -147,60 +157,40 @@ impl I8Path {
         }
     }
 
-    /// How the kernel reads quantised activations.
-    fn act_form(self) -> ActForm {
+    /// Whether the kernel takes activations as `x + 128` (u8), the offset cancelled by the
+    /// weights' column compensation; else as i8.
+    fn offset_activations(self) -> bool {
         match self.0 {
-            I8Kind::Portable => ActForm::I8,
+            I8Kind::Portable => false,
             #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 => ActForm::I16,
-            #[cfg(target_arch = "x86_64")]
-            I8Kind::AvxVnni | I8Kind::Avx512Vnni => ActForm::Offset,
+            I8Kind::Avx2 | I8Kind::AvxVnni | I8Kind::Avx512Vnni => true,
         }
     }
 
-    /// Byte of column `c`, k value `t` (0..4) within a 64-byte group of a panel: four k values
-    /// per column (what `vpdpbusd` sums), or on AVX2 two halves of k pairs, so that one
-    /// sign extension of 16 bytes gives 8 columns' pairs for `vpmaddwd`.
-    fn group_offset(self, c: usize, t: usize) -> usize {
-        match self.act_form() {
-            ActForm::I16 => (t / 2) * (GROUP_BYTES / 2) + c * 2 + t % 2,
-            ActForm::I8 | ActForm::Offset => c * GROUP + t,
+    /// The weights this family multiplies: 7-bit on AVX2, where `vpmaddubsw` would otherwise
+    /// saturate (see the module doc), else 8-bit.
+    pub(crate) fn weight_bits(self) -> WeightBits {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Avx2 => WeightBits::Seven,
+            _ => WeightBits::Eight,
         }
     }
 }
 
-/// Rows per AVX2 tile: 12 accumulators, 2 weights and the broadcast fill the 16 registers.
-#[cfg(target_arch = "x86_64")]
-const AVX2_ROWS: usize = 6;
-
-/// Quantised activations as a kernel reads them.
+/// How finely weights are quantised: symmetric, per output row, to ±127 or ±63.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ActForm {
-    /// i8 (portable).
-    I8,
-    /// `x + 128` as u8, the offset cancelled by the weights' column compensation (VNNI).
-    Offset,
-    /// i16, little-endian (AVX2's `vpmaddwd`).
-    I16,
+pub(crate) enum WeightBits {
+    Eight,
+    Seven,
 }
 
-impl ActForm {
-    fn width(self) -> usize {
+impl WeightBits {
+    /// The largest magnitude of a quantised weight.
+    pub(crate) fn limit(self) -> f32 {
         match self {
-            Self::I8 | Self::Offset => 1,
-            Self::I16 => 2,
-        }
-    }
-
-    /// Writes `q` into `out` (`q.len() · width` bytes).
-    fn encode(self, q: &[i8], out: &mut [u8]) {
-        match self {
-            Self::I8 => out.iter_mut().zip(q).for_each(|(o, &v)| *o = v as u8),
-            Self::Offset => out.iter_mut().zip(q).for_each(|(o, &v)| *o = (v as u8) ^ 0x80),
-            Self::I16 => out
-                .chunks_exact_mut(2)
-                .zip(q)
-                .for_each(|(o, &v)| o.copy_from_slice(&(v as i16).to_le_bytes())),
+            Self::Eight => 127.0,
+            Self::Seven => 63.0,
         }
     }
 }
@@ -209,18 +199,18 @@ impl ActForm {
 /// rayon dispatch costs more than it saves (decoding steps).
 const PARALLEL_QUANTIZE: usize = 1 << 16;
 
-/// Symmetric int8 of one row: (scale, values in [−127, 127]); an all-zero row has scale 0.
-fn quantize_row(v: &[f32], out: &mut [i8]) -> f32 {
+/// Symmetric int8 of one row: (scale, values in [−lim, lim]); an all-zero row has scale 0.
+fn quantize_row(v: &[f32], out: &mut [i8], lim: f32) -> f32 {
     let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
     if amax == 0.0 || !amax.is_finite() {
         out.iter_mut().for_each(|o| *o = 0);
         return if amax.is_finite() { 0.0 } else { f32::NAN };
     }
-    let inv = 127.0 / amax;
+    let inv = lim / amax;
     for (o, &x) in out.iter_mut().zip(v) {
-        *o = round_ties_even(x * inv).clamp(-127.0, 127.0) as i8;
+        *o = round_ties_even(x * inv).clamp(-lim, lim) as i8;
     }
-    amax / 127.0
+    amax / lim
 }
 
 /// `v.round_ties_even()` for |v| < 2²²: adding and removing 1.5·2²³ leaves no fraction bits,
@@ -271,8 +261,21 @@ pub(crate) struct PackedI8 {
 }
 
 impl PackedI8 {
-    /// Quantises and packs `w` (n, k), row-major (PyTorch's (out, in)), with bias `b` (n).
+    /// Quantises and packs `w` (n, k), row-major (PyTorch's (out, in)), with bias `b` (n), as
+    /// `path` multiplies it.
     pub(crate) fn new(d: Dense, path: I8Path) -> Self {
+        Self::with_bits(d, path, path.weight_bits())
+    }
+
+    /// As [`Self::new`] with the weights quantised to `bits` (which `path` must take: any for
+    /// the portable path, else its own). Tests build the portable path's twin of each path.
+    pub(crate) fn with_bits(d: Dense, path: I8Path, bits: WeightBits) -> Self {
+        assert!(
+            path.0 == I8Kind::Portable || bits == path.weight_bits(),
+            "int8: {} multiplies {:?} weights",
+            path.name(),
+            path.weight_bits()
+        );
         let Dense { w, b, n, k } = d;
         let groups = k.div_ceil(GROUP);
         let panels = n.div_ceil(PANEL);
@@ -281,12 +284,12 @@ impl PackedI8 {
         let mut comp = vec![0i32; panels * PANEL];
         let mut q = vec![0i8; k];
         for (j, row) in w.chunks_exact(k).enumerate() {
-            scales[j] = quantize_row(row, &mut q);
+            scales[j] = quantize_row(row, &mut q, bits.limit());
             comp[j] = 128 * q.iter().map(|&v| v as i32).sum::<i32>();
             let (p, c) = (j / PANEL, j % PANEL);
             for (i, &v) in q.iter().enumerate() {
                 let (g, t) = (i / GROUP, i % GROUP);
-                packed[(p * groups + g) * GROUP_BYTES + path.group_offset(c, t)] = v;
+                packed[((p * groups + g) * PANEL + c) * GROUP + t] = v;
             }
         }
         let mut bias = b.to_vec();
@@ -320,12 +323,18 @@ impl PackedI8 {
         if x.len() != m * k {
             candle_core::bail!("packed int8: input of {} values is not {m}x{k}", x.len());
         }
-        let mut y = vec![0f32; m * n];
+        // Not zeroed first: the kernels write every element, and zeroing a decoding step's
+        // logits (64 × 62 834) cost 2 % of a beam search step.
+        let mut y: Vec<f32> = Vec::with_capacity(m * n);
+        let spare = &mut y.spare_capacity_mut()[..m * n];
         for r0 in (0..m).step_by(ROW_CHUNK) {
             let rows = ROW_CHUNK.min(m - r0);
             let xs = &x[r0 * k..(r0 + rows) * k];
-            self.run(xs, &mut y[r0 * n..(r0 + rows) * n], rows, act);
+            self.run(xs, &mut spare[r0 * n..(r0 + rows) * n], rows, act);
         }
+        // SAFETY: `run` wrote every element of each (rows, n) block, and the blocks cover all
+        // m rows.
+        unsafe { y.set_len(m * n) };
         Ok(y)
     }
 
@@ -349,13 +358,13 @@ impl PackedI8 {
         y.reshape(out)
     }
 
-    /// `m` rows of `x` into `y` (m, n).
-    fn run(&self, x: &[f32], y: &mut [f32], m: usize, act: Epilogue) {
+    /// `m` rows of `x` into `y` (m, n), writing every element (every panel of every row).
+    fn run(&self, x: &[f32], y: &mut [std::mem::MaybeUninit<f32>], m: usize, act: Epilogue) {
         let panels = self.panels;
         let (xbytes, xs, stride) = self.quantize(x, m);
         let tasks = rayon::current_num_threads().clamp(1, panels.max(1));
         let per = panels.div_ceil(tasks);
-        let out = OutPtr(y.as_mut_ptr());
+        let out = OutPtr(y.as_mut_ptr().cast::<f32>());
         let job = Job {
             packed: self,
             x: &xbytes,
@@ -384,15 +393,17 @@ impl PackedI8 {
     /// padding adds nothing on any path).
     fn quantize(&self, x: &[f32], m: usize) -> (Vec<u8>, Vec<f32>, usize) {
         use rayon::prelude::*;
-        let (k, form) = (self.k, self.path.act_form());
-        let stride = self.groups * GROUP * form.width();
+        let (k, offset) = (self.k, self.path.offset_activations());
+        let stride = self.groups * GROUP;
         let mut bytes = vec![0u8; m * stride];
         let mut scales = vec![0f32; m];
-        let padded = self.groups * GROUP;
         let one = |q: &mut Vec<i8>, ((row, out), scale): ((&[f32], &mut [u8]), &mut f32)| {
-            q.resize(padded, 0);
-            *scale = quantize_row(row, &mut q[..k]);
-            form.encode(q, out);
+            q.resize(stride, 0);
+            *scale = quantize_row(row, &mut q[..k], WeightBits::Eight.limit());
+            let flip = if offset { 0x80 } else { 0 };
+            out.iter_mut()
+                .zip(q.iter())
+                .for_each(|(o, &v)| *o = (v as u8) ^ flip);
         };
         if m * k < PARALLEL_QUANTIZE {
             let mut q = Vec::new();
@@ -413,7 +424,8 @@ impl PackedI8 {
 /// One call's shared inputs.
 struct Job<'a> {
     packed: &'a PackedI8,
-    /// Quantised rows (`stride` bytes each) in the path's [`ActForm`].
+    /// Quantised rows (`stride` bytes each): i8, or `x + 128` as u8 (see
+    /// [`I8Path::offset_activations`]).
     x: &'a [u8],
     xs: &'a [f32],
     m: usize,
@@ -459,11 +471,6 @@ impl Job<'_> {
                 let r0 = blk * tr;
                 for (dr, acc) in tile.iter().enumerate().take(tr.min(m - r0)) {
                     let sx = self.xs[r0 + dr];
-                    // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output;
-                    // this task is the only writer of panel p's columns.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(out.0.add((r0 + dr) * n + c0), cols)
-                    };
                     // Whole panels in fixed-size arrays so the loop vectorises; the activation
                     // is matched once per row, not per element.
                     let mut vals = [0f32; PANEL];
@@ -475,11 +482,18 @@ impl Job<'_> {
                             *v = self.act.apply(*v);
                         }
                     }
-                    // A whole panel as one fixed-size copy (inlined stores); a `memcpy` call per
-                    // row and panel cost 4 % of a batched decoding step.
-                    match <&mut [f32; PANEL]>::try_from(&mut *dst) {
-                        Ok(whole) => *whole = vals,
-                        Err(_) => dst.copy_from_slice(&vals[..cols]),
+                    // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
+                    // which may be uninitialised (hence raw writes, no reference to it); this
+                    // task is the only writer of panel p's columns. A whole panel is one
+                    // fixed-size store (a `memcpy` call per row and panel cost 4 % of a batched
+                    // decoding step).
+                    unsafe {
+                        let dst = out.0.add((r0 + dr) * n + c0);
+                        if cols == PANEL {
+                            dst.cast::<[f32; PANEL]>().write_unaligned(vals);
+                        } else {
+                            std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
+                        }
                     }
                 }
             }
@@ -487,7 +501,7 @@ impl Job<'_> {
     }
 }
 
-/// One panel of packed weights and its VNNI offset compensation (16 columns each).
+/// One panel of packed weights and its offset compensation (16 columns each).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Panel<'a> {
@@ -508,8 +522,8 @@ struct KBlock {
 
 /// `rows` rows of `x` times one panel over groups g0..g1, summed into `tile`. The only place
 /// that picks a kernel: a path value proves its CPU features, and the slices' lengths were
-/// checked here (every kernel reads at most `rows · stride` bytes of `x`, `4 · g1 · width`
-/// of each row, and `g1 · 64` of `panel`).
+/// checked here (every kernel reads at most `rows · stride` bytes of `x`, `4 · g1` of each
+/// row, and `g1 · 64` of `panel`).
 fn block(
     path: I8Path,
     rows: usize,
@@ -522,7 +536,7 @@ fn block(
     assert!(
         rows <= path.tile_rows()
             && x.len() >= rows * s.stride
-            && s.stride >= s.g1 * GROUP * path.act_form().width()
+            && s.stride >= s.g1 * GROUP
             && panel.len() >= s.g1 * GROUP_BYTES
             && comp.len() == PANEL,
         "int8 block: inconsistent shapes"
@@ -530,8 +544,11 @@ fn block(
     match path.0 {
         I8Kind::Portable => portable(rows, x, panel, s, tile),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx2 is only built after detecting AVX2; bounds asserted above.
-        I8Kind::Avx2 => unsafe { by_rows!(rows, 6, 5, 4, 3, 2; block_avx2(x, panel, s, tile)) },
+        // SAFETY: Avx2 is only built after detecting AVX2, and its weights are 7-bit (see
+        // `with_bits`); bounds asserted above.
+        I8Kind::Avx2 => unsafe {
+            by_rows!(rows, 6, 5, 4, 3, 2; block_avx2(x, Panel { w: panel, comp }, s, tile))
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AvxVnni is only built after detecting AVX2 and AVX-VNNI; bounds above.
         I8Kind::AvxVnni => unsafe {
@@ -617,32 +634,40 @@ mod ymm {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{ymm, KBlock, Tile, GROUP, GROUP_BYTES};
+    use super::{ymm, KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
-    /// R rows × 16 columns over groups g0..g1: i16 activations times i16 weights (sign-extended
-    /// from the panel's k pairs) with `vpmaddwd`, exact in i32.
+    /// R rows × 16 columns over groups g0..g1: `vpmaddubsw` of `x + 128` (u8) and 7-bit
+    /// weights (pairs at most 2·255·63 = 32130: never saturated), then `vpmaddwd` by ones
+    /// sums each column's four products in i32; a fresh tile starts at `−comp`.
     ///
     /// # Safety
-    /// The CPU runs AVX2; `x` holds R rows of `s.stride ≥ 8·g1` bytes (i16 values, 4 per
-    /// group); `panel` holds at least `64·g1` bytes in the k-pair layout.
+    /// The CPU runs AVX2; `x` holds R rows of `s.stride ≥ 4·g1` bytes; `p.w` holds at least
+    /// `64·g1` bytes of weights in [−63, 63]; `p.comp` 16 values.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block<const R: usize>(x: &[u8], panel: &[i8], s: KBlock, tile: &mut Tile) {
+    pub(super) unsafe fn block<const R: usize>(x: &[u8], p: Panel, s: KBlock, tile: &mut Tile) {
+        let (panel, comp) = (p.w, p.comp);
         let zero = _mm256_setzero_si256();
-        let mut acc = ymm::start::<R>(tile, s.fresh, [zero, zero]);
+        let ones = _mm256_set1_epi16(1);
+        let neg_comp = [
+            _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i)),
+            _mm256_sub_epi32(
+                zero,
+                _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
+            ),
+        ];
+        let mut acc = ymm::start::<R>(tile, s.fresh, neg_comp);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
-            // Two k pairs per group: 16 bytes per 8 columns of one pair.
-            for half in 0..2 {
-                let at = wp.add(g * GROUP_BYTES + half * (GROUP_BYTES / 2));
-                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(at as *const __m128i));
-                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(at.add(16) as *const __m128i));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xat = xp.add(r * s.stride + (g * GROUP + half * 2) * 2);
-                    let xb = _mm256_set1_epi32((xat as *const i32).read_unaligned());
-                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(xb, w0));
-                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(xb, w1));
-                }
+            let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
+            let w1 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES + 32) as *const __m256i);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let bytes = (xp.add(r * s.stride + g * GROUP) as *const i32).read_unaligned();
+                let xb = _mm256_set1_epi32(bytes);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w0), ones);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w1), ones);
+                a[0] = _mm256_add_epi32(a[0], p0);
+                a[1] = _mm256_add_epi32(a[1], p1);
             }
         }
         ymm::store(&acc, tile);

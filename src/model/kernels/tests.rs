@@ -4,7 +4,7 @@
 //! what it can; `TARJAMA_KERNEL_ISA` additionally caps what the model itself picks.
 
 use super::gemm_f32::{F32Path, PackedF32};
-use super::gemm_i8::{I8Path, PackedI8};
+use super::gemm_i8::{I8Path, PackedI8, WeightBits};
 use super::Dense;
 
 const ROWS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 31, 64, 97, 130];
@@ -113,26 +113,27 @@ fn f32_paths_match_the_reference() {
     }
 }
 
-/// The int8 scheme spelled out: the same quantisation, exact integer dot products, the same
-/// f32 epilogue. Every path must give exactly these bits.
-fn int8_reference(c: &Case) -> Vec<f32> {
-    let quant = |v: &[f32]| -> (f32, Vec<i32>) {
+/// The int8 scheme spelled out: the same quantisation (weights to ±`bits.limit()`,
+/// activations to ±127), exact integer dot products, the same f32 epilogue. Every path must
+/// give exactly these bits for its weight precision.
+fn int8_reference(c: &Case, bits: WeightBits) -> Vec<f32> {
+    let quant = |v: &[f32], lim: f32| -> (f32, Vec<i32>) {
         let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
         if amax == 0.0 {
             return (0.0, vec![0; v.len()]);
         }
-        let inv = 127.0 / amax;
+        let inv = lim / amax;
         let q = v
             .iter()
-            .map(|&x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i32)
+            .map(|&x| (x * inv).round_ties_even().clamp(-lim, lim) as i32)
             .collect();
-        (amax / 127.0, q)
+        (amax / lim, q)
     };
     let (m, k, n) = (c.m, c.k, c.n);
-    let ws: Vec<(f32, Vec<i32>)> = c.w.chunks(k).map(quant).collect();
+    let ws: Vec<(f32, Vec<i32>)> = c.w.chunks(k).map(|w| quant(w, bits.limit())).collect();
     let mut y = vec![0f32; m * n];
     for r in 0..m {
-        let (sx, xq) = quant(&c.x[r * k..(r + 1) * k]);
+        let (sx, xq) = quant(&c.x[r * k..(r + 1) * k], 127.0);
         for (j, (sw, wq)) in ws.iter().enumerate() {
             let dot: i32 = xq.iter().zip(wq).map(|(a, b)| a * b).sum();
             y[r * n + j] = dot as f32 * (sx * sw) + c.b[j];
@@ -145,7 +146,7 @@ fn int8_reference(c: &Case) -> Vec<f32> {
 fn int8_paths_match_the_reference_bit_for_bit() {
     for path in I8Path::all() {
         for c in cases(4) {
-            let want = int8_reference(&c);
+            let want = int8_reference(&c, path.weight_bits());
             let got = PackedI8::new(c.dense(), path).matmul(&c.x, c.m).unwrap();
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                 let what = c.what();
@@ -160,34 +161,41 @@ fn int8_paths_match_the_reference_bit_for_bit() {
     }
 }
 
-/// Quantisation error stays within its bound: each factor is off by at most half a step, so
-/// |Δy| ≤ Σ (|x|·sw/2 + |w|·sx/2 + sx·sw/4).
+/// Quantisation error stays within its bound, for both weight precisions (so the 7-bit AVX2
+/// path and the 8-bit paths differ by at most the sum of their bounds): each factor is off by
+/// at most half a step, so |Δy| ≤ Σ (|x|·sw/2 + |w|·sx/2 + sx·sw/4).
 #[test]
 fn int8_error_is_bounded_against_f32() {
-    let path = I8Path::detect();
-    for c in cases(7) {
-        let (m, k, n) = (c.m, c.k, c.n);
-        let want = c.reference();
-        let got = PackedI8::new(c.dense(), path).matmul(&c.x, m).unwrap();
-        let amax = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs())) as f64;
-        for r in 0..m {
-            let xr = &c.x[r * k..(r + 1) * k];
-            let sx = amax(xr) / 127.0;
-            for j in 0..n {
-                let wr = &c.w[j * k..(j + 1) * k];
-                let sw = amax(wr) / 127.0;
-                let bound: f64 = xr
-                    .iter()
-                    .zip(wr)
-                    .map(|(&a, &b)| {
-                        (a.abs() as f64) * sw / 2.0 + (b.abs() as f64) * sx / 2.0 + sx * sw / 4.0
-                    })
-                    .sum::<f64>()
-                    * 1.001
-                    + 1e-5;
-                let err = (got[r * n + j] as f64 - want[r * n + j]).abs();
-                assert!(err <= bound, "{} [{r},{j}]: {err} > {bound}", c.what());
-            }
+    let portable = I8Path::all()[0];
+    for bits in [WeightBits::Eight, WeightBits::Seven] {
+        for c in cases(7) {
+            check_error_bound(&c, PackedI8::with_bits(c.dense(), portable, bits), bits);
+        }
+    }
+}
+
+fn check_error_bound(c: &Case, packed: PackedI8, bits: WeightBits) {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let want = c.reference();
+    let got = packed.matmul(&c.x, m).unwrap();
+    let amax = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs())) as f64;
+    for r in 0..m {
+        let xr = &c.x[r * k..(r + 1) * k];
+        let sx = amax(xr) / 127.0;
+        for j in 0..n {
+            let wr = &c.w[j * k..(j + 1) * k];
+            let sw = amax(wr) / bits.limit() as f64;
+            let bound: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| {
+                    (a.abs() as f64) * sw / 2.0 + (b.abs() as f64) * sx / 2.0 + sx * sw / 4.0
+                })
+                .sum::<f64>()
+                * 1.001
+                + 1e-5;
+            let err = (got[r * n + j] as f64 - want[r * n + j]).abs();
+            assert!(err <= bound, "{} [{r},{j}]: {err} > {bound}", c.what());
         }
     }
 }
@@ -213,8 +221,9 @@ fn int8_zero_rows_give_the_bias() {
 fn int8_paths_are_identical_to_portable() {
     let c = Case::new(37, 2048, 70, 13);
     let all = I8Path::all();
-    let portable = PackedI8::new(c.dense(), all[0]).matmul(&c.x, c.m).unwrap();
     for path in &all[1..] {
+        let twin = PackedI8::with_bits(c.dense(), all[0], path.weight_bits());
+        let portable = twin.matmul(&c.x, c.m).unwrap();
         let p = PackedI8::new(c.dense(), *path);
         let y = p.matmul(&c.x, c.m).unwrap();
         assert!(
@@ -259,32 +268,6 @@ fn int8_epilogue_activations_match_separate_ones() {
                 path.name()
             );
             assert_eq!(r.to_bits(), v.max(0.0).to_bits(), "{}", path.name());
-        }
-    }
-}
-
-#[test]
-#[ignore]
-fn zz_speed_probe() {
-    let mut shapes = vec![(600usize, 1024usize, 4096usize), (600, 4096, 1024), (16, 512, 2048), (16, 512, 62834), (4, 1024, 50264), (64,1024,1024)];
-    if let Ok(v) = std::env::var("PROBE") { let v: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect(); shapes = vec![(v[0], v[1], v[2])]; }
-    let only_i8 = std::env::var("PROBE_I8").is_ok();
-    for &(m, k, n) in &shapes {
-        let c = Case::new(m, k, n, 7);
-        let d = c.dense();
-        let fp = PackedF32::new(d, F32Path::detect().unwrap());
-        let ip = PackedI8::new(d, I8Path::detect());
-        let reps = (std::env::var("PROBE_WORK").map(|v| v.parse().unwrap()).unwrap_or(2e9) / (m * k * n) as f64).ceil() as usize;
-        let ff = || { fp.matmul(&c.x, m).unwrap(); };
-        let fi = || { ip.matmul(&c.x, m).unwrap(); };
-        let fs: [(&str, &dyn Fn()); 2] = [("f32", &ff), ("i8", &fi)];
-        for (name, f) in fs {
-            if only_i8 && name == "f32" { continue; }
-            f();
-            let t = std::time::Instant::now();
-            for _ in 0..reps { f(); }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
-            eprintln!("{m}x{k}x{n} {name}: {:.2} ms, {:.1} GMAC/s", s * 1e3, (m * k * n) as f64 / s / 1e9);
         }
     }
 }
