@@ -230,6 +230,8 @@ pub(crate) enum Epilogue {
     None,
     Silu,
     Relu,
+    /// GELU with the exact erf, as candle's `gelu_erf`.
+    Gelu,
 }
 
 impl Epilogue {
@@ -240,6 +242,8 @@ impl Epilogue {
             // As candle's silu: v / (1 + e^−v).
             Self::Silu => v / (1.0 + (-v).exp()),
             Self::Relu => v.max(0.0),
+            // As candle's gelu_erf, with the same libm erf: same bits.
+            Self::Gelu => (libm::erff(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * v,
         }
     }
 }

@@ -260,6 +260,12 @@ fn int8_epilogue_activations_match_separate_ones() {
         let plain = p.matmul(&c.x, c.m).unwrap();
         let silu = p.matmul_with(&c.x, c.m, Epilogue::Silu).unwrap();
         let relu = p.matmul_with(&c.x, c.m, Epilogue::Relu).unwrap();
+        let gelu = p.matmul_with(&c.x, c.m, Epilogue::Gelu).unwrap();
+        let t = candle_core::Tensor::new(plain.as_slice(), &candle_core::Device::Cpu).unwrap();
+        let candle_gelu = t.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
+        for (g, want) in gelu.iter().zip(&candle_gelu) {
+            assert_eq!(g.to_bits(), want.to_bits(), "{} gelu", path.name());
+        }
         for ((&v, &s), &r) in plain.iter().zip(&silu).zip(&relu) {
             assert_eq!(
                 s.to_bits(),
