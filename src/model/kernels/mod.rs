@@ -6,10 +6,12 @@
 //!   PyTorch stays within its own rounding.
 //! - [`gemm_i8`]: the same product on int8 weights (symmetric, per output row, f32 scales) and
 //!   activations quantised per row on the fly, accumulated exactly in i32: AVX-512 VNNI,
-//!   AVX-VNNI, AVX2 and a portable path, all bit-identical (see its module doc).
+//!   AVX-VNNI, AVX2 (7-bit weights) and a portable path that gives each one's bits (see its
+//!   module doc).
 //! - [`attention`]: one decoding step's attention (q·Kᵀ, softmax, ·V per row and head) over the
-//!   KV caches, following beam ancestry, optionally writing the weights' mean over heads (the
-//!   alignment); and the cache gather that materialises it.
+//!   KV caches, following beam ancestry (the beams of one input read their shared encoder
+//!   states once per head), optionally writing the weights' mean over heads (the alignment);
+//!   and the cache gather that materialises it.
 //! - [`layer_norm`]: two-pass layer norm.
 //! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary.
 //!
@@ -25,8 +27,9 @@
 //!
 //! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
 //!
-//! int8 over f32, end to end: 1.39× greedy batch 16, 1.37× beam 4 batch 16, 2.86× greedy
-//! batch 1 (see `gemm_f32` and `gemm_i8`, and README's "int8" for CTranslate2).
+//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.60× greedy batch 16,
+//! 1.59× beam 4 batch 16, 3.06× greedy batch 1; against CTranslate2 int8 1.14×, 1.23×, 2.54×
+//! (see `gemm_f32` and `gemm_i8`, and README's "int8").
 //!
 //! # Testing every path
 //!
