@@ -107,7 +107,11 @@ impl I8Path {
                     out.push(Self(I8Kind::AvxVnni));
                 }
             }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+            // AVX2 too, which every AVX-512 CPU has: the shared epilogue is compiled for it.
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vnni")
+            {
                 out.push(Self(I8Kind::Avx512Vnni));
             }
         }
@@ -439,8 +443,30 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Panels p0..p1 of every row into `out` (m, n).
+    /// Panels p0..p1 of every row into `out` (m, n); on an x86 path, compiled for AVX2 (the
+    /// same f32 operations on wider vectors, so the same bits; the baseline build's 128-bit
+    /// epilogue was 5–8 % of a decoding step).
     fn panels(&self, p0: usize, p1: usize, out: OutPtr) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            /// # Safety
+            /// The CPU runs AVX2.
+            #[target_feature(enable = "avx2")]
+            unsafe fn wide(job: &Job, p0: usize, p1: usize, out: OutPtr) {
+                job.panels_any(p0, p1, out)
+            }
+            if self.packed.path.0 != I8Kind::Portable {
+                // SAFETY: every x86 path other than the portable one is only built after
+                // detecting AVX2.
+                return unsafe { wide(self, p0, p1, out) };
+            }
+        }
+        self.panels_any(p0, p1, out)
+    }
+
+    /// [`Self::panels`], inlined into each build.
+    #[inline(always)]
+    fn panels_any(&self, p0: usize, p1: usize, out: OutPtr) {
         let pk = self.packed;
         let (m, n, groups) = (self.m, pk.n, pk.groups);
         let tr = pk.path.tile_rows();
@@ -478,33 +504,43 @@ impl Job<'_> {
                 let (r0, rows) = span(blk);
                 for (dr, acc) in tile.iter().enumerate().take(rows) {
                     let sx = self.xs[r0 + dr];
-                    // Whole panels in fixed-size arrays so the loop vectorises; the activation
-                    // is matched once per row, not per element.
-                    let mut vals = [0f32; PANEL];
-                    for c in 0..PANEL {
-                        vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
-                    }
-                    if self.act != Epilogue::None {
-                        for v in vals.iter_mut() {
-                            *v = self.act.apply(*v);
-                        }
-                    }
                     // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
                     // which may be uninitialised (hence raw writes, no reference to it); this
-                    // task is the only writer of panel p's columns. A whole panel is one
-                    // fixed-size store (a `memcpy` call per row and panel cost 4 % of a batched
-                    // decoding step).
-                    unsafe {
-                        let dst = out.0.add((r0 + dr) * n + c0);
-                        if cols == PANEL {
-                            dst.cast::<[f32; PANEL]>().write_unaligned(vals);
-                        } else {
-                            std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
+                    // task is the only writer of panel p's columns.
+                    let dst = unsafe { out.0.add((r0 + dr) * n + c0) };
+                    let scaled = |c: usize| acc[c] as f32 * (sx * sw16[c]) + b16[c];
+                    // Each arm has its own panel array: one shared with the activation's libm
+                    // calls lived on the stack, written in pieces and read back whole, a
+                    // store-forwarding stall (40 % of this function).
+                    match self.act {
+                        Epilogue::None => {
+                            let vals: [f32; PANEL] = std::array::from_fn(scaled);
+                            // SAFETY: as above.
+                            unsafe { store_panel(dst, cols, vals) };
+                        }
+                        act => {
+                            let vals: [f32; PANEL] = std::array::from_fn(|c| act.apply(scaled(c)));
+                            // SAFETY: as above.
+                            unsafe { store_panel(dst, cols, vals) };
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// The first `cols` values of a panel to `dst`: one fixed-size store for a whole panel (a
+/// `memcpy` call per row and panel cost 4 % of a batched decoding step).
+///
+/// # Safety
+/// `dst` is valid for writing `cols ≤ 16` f32 values (it may be uninitialised).
+#[inline(always)]
+unsafe fn store_panel(dst: *mut f32, cols: usize, vals: [f32; PANEL]) {
+    if cols == PANEL {
+        dst.cast::<[f32; PANEL]>().write_unaligned(vals);
+    } else {
+        std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
     }
 }
 
