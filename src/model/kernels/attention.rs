@@ -139,7 +139,16 @@ pub(crate) fn decode_attention(
             Some(m) if len > 0 => m.chunks_mut(len).map(Some).collect(),
             _ => (0..rows).map(|_| None).collect(),
         };
-        Ok(shape.run(q, k, v, kv_rows, mask, mean_rows))
+        Ok(shape.run(
+            StepInputs {
+                q,
+                k,
+                v,
+                kv_rows,
+                mask,
+            },
+            mean_rows,
+        ))
     };
     let out = cpu_slice(q, |q| {
         cpu_slice(k, |k| {
@@ -171,19 +180,11 @@ impl AttentionShape {
     /// over the head's keys and values, so a beam-4 step reads the encoder states once, not
     /// four times. Each row's arithmetic is the same whatever its group, so results do not
     /// depend on the grouping.
-    fn run(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kv_rows: KvRows,
-        mask: Option<&[f32]>,
-        mut mean_rows: Vec<Option<&mut [f32]>>,
-    ) -> Vec<f32> {
+    fn run(&self, inputs: StepInputs, mut mean_rows: Vec<Option<&mut [f32]>>) -> Vec<f32> {
         use rayon::prelude::*;
         let (d, hd, len) = (self.heads * self.hd, self.hd, self.len);
         let rows = mean_rows.len();
-        let group = match kv_rows {
+        let group = match inputs.kv_rows {
             KvRows::Grouped(group) => group,
             KvRows::Traced(_) => 1,
         };
@@ -194,7 +195,7 @@ impl AttentionShape {
             .par_iter()
             .map(|&(g, h)| {
                 let members = g * group..((g + 1) * group).min(rows);
-                self.group_head(q, k, v, kv_rows, mask, members, h)
+                self.group_head(inputs, members, h)
             })
             .collect();
         // Scattered in item order: a row's heads come in order 0..H, so the head mean adds
@@ -219,17 +220,19 @@ impl AttentionShape {
     }
 
     /// Head `h` of the rows `members`, which all read the same cache steps.
-    #[allow(clippy::too_many_arguments)]
     fn group_head(
         &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kv_rows: KvRows,
-        mask: Option<&[f32]>,
+        inputs: StepInputs,
         members: std::ops::Range<usize>,
         h: usize,
     ) -> GroupHead {
+        let StepInputs {
+            q,
+            k,
+            v,
+            kv_rows,
+            mask,
+        } = inputs;
         let (d, hd, len, n) = (self.heads * self.hd, self.hd, self.len, members.len());
         let steps = self.step_offsets(kv_rows, members.start);
         let mask_row = match (kv_rows, mask) {
@@ -350,6 +353,17 @@ impl AttentionShape {
     }
 }
 
+/// One step's queries (R, H·hd), caches (B, H, cap, hd), where each row reads them, and the
+/// additive mask (B, cap; grouped rows only).
+#[derive(Clone, Copy)]
+struct StepInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    kv_rows: KvRows<'a>,
+    mask: Option<&'a [f32]>,
+}
+
 /// One (group, head) item's results: per member row, its output (hd), unnormalised weights
 /// (len) and their sum.
 struct GroupHead {
@@ -428,14 +442,14 @@ mod tests {
                     wide,
                 };
                 let mut means = vec![0f32; 6 * len];
-                let out = shape.run(
-                    &q,
-                    &k,
-                    &v,
-                    rows,
+                let inputs = StepInputs {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    kv_rows: rows,
                     mask,
-                    means.chunks_mut(len).map(Some).collect(),
-                );
+                };
+                let out = shape.run(inputs, means.chunks_mut(len).map(Some).collect());
                 (out, means)
             };
             let (narrow, wide) = (run(None), run(Some(path)));
@@ -467,14 +481,14 @@ mod tests {
             };
             let run = |rows| {
                 let mut means = vec![0f32; 7 * len];
-                let out = shape.run(
-                    &q,
-                    &k,
-                    &v,
-                    rows,
-                    None,
-                    means.chunks_mut(len).map(Some).collect(),
-                );
+                let inputs = StepInputs {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    kv_rows: rows,
+                    mask: None,
+                };
+                let out = shape.run(inputs, means.chunks_mut(len).map(Some).collect());
                 (out, means)
             };
             let (grouped, alone) = (run(KvRows::Grouped(4)), run(KvRows::Traced(&traced)));

@@ -661,6 +661,21 @@ mod ymm {
         acc
     }
 
+    /// `−comp` (16 columns) as two accumulators: where a fresh tile of an offset kernel starts.
+    ///
+    /// # Safety
+    /// The CPU runs AVX2; `comp` holds at least 16 values.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn negated(comp: &[i32]) -> [__m256i; 2] {
+        let zero = _mm256_setzero_si256();
+        let half = |at: usize| _mm256_loadu_si256(comp.as_ptr().add(at) as *const __m256i);
+        [
+            _mm256_sub_epi32(zero, half(0)),
+            _mm256_sub_epi32(zero, half(8)),
+        ]
+    }
+
     /// Stores R rows of accumulators back into the tile.
     ///
     /// # Safety
@@ -690,16 +705,8 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn block<const R: usize>(x: &[u8], p: Panel, s: KBlock, tile: &mut Tile) {
         let (panel, comp) = (p.w, p.comp);
-        let zero = _mm256_setzero_si256();
         let ones = _mm256_set1_epi16(1);
-        let neg_comp = [
-            _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i)),
-            _mm256_sub_epi32(
-                zero,
-                _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
-            ),
-        ];
-        let mut acc = ymm::start::<R>(tile, s.fresh, neg_comp);
+        let mut acc = ymm::start::<R>(tile, s.fresh, ymm::negated(comp));
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
             let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
@@ -731,15 +738,7 @@ mod avx_vnni {
     #[target_feature(enable = "avx2,avxvnni")]
     pub(super) unsafe fn block<const R: usize>(x: &[u8], p: Panel, s: KBlock, tile: &mut Tile) {
         let (panel, comp) = (p.w, p.comp);
-        let zero = _mm256_setzero_si256();
-        let neg_comp = [
-            _mm256_sub_epi32(zero, _mm256_loadu_si256(comp.as_ptr() as *const __m256i)),
-            _mm256_sub_epi32(
-                zero,
-                _mm256_loadu_si256(comp.as_ptr().add(8) as *const __m256i),
-            ),
-        ];
-        let mut acc = ymm::start::<R>(tile, s.fresh, neg_comp);
+        let mut acc = ymm::start::<R>(tile, s.fresh, ymm::negated(comp));
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for g in s.g0..s.g1 {
             let w0 = _mm256_loadu_si256(wp.add(g * GROUP_BYTES) as *const __m256i);
