@@ -188,14 +188,19 @@ impl AttentionShape {
             KvRows::Grouped(group) => group,
             KvRows::Traced(_) => 1,
         };
-        let items: Vec<(usize, usize)> = (0..rows.div_ceil(group))
+        let groups = rows.div_ceil(group);
+        // Where each group's steps are, once for all its heads.
+        let steps: Vec<Vec<usize>> = (0..groups)
+            .map(|g| self.step_offsets(inputs.kv_rows, g * group))
+            .collect();
+        let items: Vec<(usize, usize)> = (0..groups)
             .flat_map(|g| (0..self.heads).map(move |h| (g, h)))
             .collect();
         let done: Vec<GroupHead> = items
             .par_iter()
             .map(|&(g, h)| {
                 let members = g * group..((g + 1) * group).min(rows);
-                self.group_head(inputs, members, h)
+                self.group_head(inputs, &steps[g], members, h)
             })
             .collect();
         // Scattered in item order: a row's heads come in order 0..H, so the head mean adds
@@ -219,10 +224,11 @@ impl AttentionShape {
         out
     }
 
-    /// Head `h` of the rows `members`, which all read the same cache steps.
+    /// Head `h` of the rows `members`, which all read the cache steps at `steps`.
     fn group_head(
         &self,
         inputs: StepInputs,
+        steps: &[usize],
         members: std::ops::Range<usize>,
         h: usize,
     ) -> GroupHead {
@@ -234,7 +240,6 @@ impl AttentionShape {
             mask,
         } = inputs;
         let (d, hd, len, n) = (self.heads * self.hd, self.hd, self.len, members.len());
-        let steps = self.step_offsets(kv_rows, members.start);
         let mask_row = match (kv_rows, mask) {
             (KvRows::Grouped(group), Some(m)) => {
                 let at = (members.start / group) * self.cap;
@@ -257,7 +262,7 @@ impl AttentionShape {
             kv: Head {
                 k: &k[h * self.cap * hd..],
                 v: &v[h * self.cap * hd..],
-                steps: &steps,
+                steps,
             },
             mask: mask_row,
             scores: &mut res.scores,

@@ -200,6 +200,9 @@ impl WeightBits {
     }
 }
 
+/// The largest magnitude of a quantised activation (8-bit on every path).
+const ACTIVATION_LIMIT: f32 = 127.0;
+
 /// Activation values (m · k) from which quantisation is split across threads: below it a
 /// rayon dispatch costs more than it saves (decoding steps).
 const PARALLEL_QUANTIZE: usize = 1 << 16;
@@ -408,7 +411,7 @@ impl PackedI8 {
         let mut scales = vec![0f32; m];
         let one = |q: &mut Vec<i8>, ((row, out), scale): ((&[f32], &mut [u8]), &mut f32)| {
             q.resize(stride, 0);
-            *scale = quantize_row(row, &mut q[..k], WeightBits::Eight.limit());
+            *scale = quantize_row(row, &mut q[..k], ACTIVATION_LIMIT);
             let flip = if offset { 0x80 } else { 0 };
             out.iter_mut()
                 .zip(q.iter())
