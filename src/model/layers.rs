@@ -254,9 +254,17 @@ impl SelfAttention {
         ((self.d / self.heads) as f64).powf(-0.5)
     }
 
-    /// Full-sequence attention (encoder): `x` (B, T, d), `mask` (B, 1, 1, T).
+    /// Full-sequence attention: `x` (B, T, d), `mask` (B, 1, 1, T) over keys (the encoder's:
+    /// the fused kernel on f32 CPU tensors) or (1, 1, T, T) (the causal reference's).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Res<Tensor> {
         let qkv = self.qkv.forward(x)?;
+        let (b, t, _) = x.dims3()?;
+        let key_mask = mask.is_none_or(|m| m.dims() == [b, 1, 1, t]);
+        if fast_attention(x) && key_mask {
+            let scale = self.scale() as f32;
+            let ctx = kernels::sequence_attention(&qkv, mask, self.heads, scale)?;
+            return self.out.forward(&ctx);
+        }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
         let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;

@@ -12,11 +12,33 @@ pub(crate) fn sum_exp_shifted(row: &[f32], max: f32) -> f64 {
     row.iter().map(|&x| (x - max).exp() as f64).sum()
 }
 
+/// `row[i] = exp(row[i] − max)` in place; returns the sum (f32, in lanes of eight when
+/// `wide`). The softmax numerator of attention. `wide` (AVX2/FMA): the vectorised exp, within
+/// 2 ulp of libm's, which the portable build uses. Either way, appending −∞ to a row changes
+/// neither its values nor its sum (batched rows padded with masked keys equal rows alone).
+pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32, wide: Option<super::F32Path>) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if wide.is_some() {
+        // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
+        return unsafe { exp_avx::exp_shifted_in_place(row, max) };
+    }
+    let _ = wide;
+    let mut sum = 0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    sum
+}
+
 #[cfg(target_arch = "x86_64")]
 mod exp_avx {
     use std::arch::x86_64::*;
 
     /// exp of eight lanes: x = n·ln2 + r, exp(r) by a degree-7 polynomial (Cephes expf).
+    ///
+    /// # Safety
+    /// The CPU runs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub(super) unsafe fn exp8(x: __m256) -> __m256 {
@@ -55,6 +77,8 @@ mod exp_avx {
         _mm256_mul_ps(y, pow2n)
     }
 
+    /// # Safety
+    /// The CPU runs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sum_exp_shifted(row: &[f32], max: f32) -> f64 {
         let m = _mm256_set1_ps(max);
@@ -73,6 +97,33 @@ mod exp_avx {
         let mut lanes = [0f64; 4];
         _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(lo, hi));
         lanes.iter().sum::<f64>() + tail
+    }
+
+    /// # Safety
+    /// The CPU runs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
+        let m = _mm256_set1_ps(max);
+        let mut acc = _mm256_setzero_ps();
+        let mut chunks = row.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        // The tail as a chunk padded with −∞ (exp 0): each element gets the same exp and
+        // lane whatever the row's length, so a row padded with masked keys sums the same
+        // bits as the row alone (int8 activations downstream amplify any last-bit change).
+        let tail = chunks.into_remainder();
+        let mut last = [f32::NEG_INFINITY; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(last.as_ptr()), m));
+        _mm256_storeu_ps(last.as_mut_ptr(), e);
+        tail.copy_from_slice(&last[..tail.len()]);
+        acc = _mm256_add_ps(acc, e);
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum()
     }
 
     #[cfg(test)]
@@ -131,6 +182,40 @@ mod exp_avx {
                 ((fast - scalar) / scalar).abs() < 1e-6,
                 "{fast} vs {scalar}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row and the same row padded with −∞ (masked keys) give the same values and the same
+    /// sum, bit for bit, on every path; and the values are the exponentials.
+    #[test]
+    fn padding_with_minus_infinity_changes_nothing() {
+        let paths = std::iter::once(None).chain(super::super::F32Path::all().into_iter().map(Some));
+        for wide in paths {
+            for len in 1..40 {
+                let row: Vec<f32> = (0..len).map(|i| (i * 37 % 11) as f32 * 0.7 - 3.0).collect();
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut alone = row.clone();
+                let sum = exp_shifted_in_place(&mut alone, max, wide);
+                for pad in [1, 5, 8, 13] {
+                    let mut padded = row.clone();
+                    padded.extend(std::iter::repeat_n(f32::NEG_INFINITY, pad));
+                    let padded_sum = exp_shifted_in_place(&mut padded, max, wide);
+                    assert_eq!(padded_sum.to_bits(), sum.to_bits(), "len {len} pad {pad}");
+                    assert_eq!(&padded[..len], &alone[..]);
+                    assert!(padded[len..].iter().all(|&x| x == 0.0));
+                }
+                for (&e, &x) in alone.iter().zip(&row) {
+                    let want = (x - max).exp();
+                    assert!(((e - want) / want).abs() < 3e-7, "{e} vs {want}");
+                }
+                let want: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                assert!(((sum - want) / want).abs() < 1e-6);
+            }
         }
     }
 }

@@ -12,8 +12,11 @@
 //!   KV caches, following beam ancestry (the beams of one input read their shared encoder
 //!   states once per head), optionally writing the weights' mean over heads (the alignment);
 //!   and the cache gather that materialises it.
+//! - [`sequence_attention`]: the encoder's full-sequence self-attention, from the fused q/k/v
+//!   projection to merged heads, keys and values packed once per head, scores in scratch.
 //! - [`layer_norm`]: two-pass layer norm.
-//! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary.
+//! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary and for the
+//!   encoder's attention softmax.
 //!
 //! # Safety contract
 //!
@@ -56,6 +59,7 @@ pub(crate) mod exp;
 pub(crate) mod gemm_f32;
 pub(crate) mod gemm_i8;
 pub(crate) mod layer_norm;
+pub(crate) mod sequence_attention;
 
 use candle_core::{CpuStorage, Layout, Tensor};
 
@@ -64,6 +68,7 @@ pub(crate) use exp::sum_exp_shifted;
 pub(crate) use gemm_f32::{F32Path, PackedF32};
 pub(crate) use gemm_i8::{Epilogue, I8Path, PackedI8};
 pub(crate) use layer_norm::layer_norm;
+pub(crate) use sequence_attention::sequence_attention;
 
 /// Output pointer shared by tasks that write disjoint columns.
 #[derive(Clone, Copy)]
