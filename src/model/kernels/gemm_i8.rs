@@ -54,7 +54,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::{contiguous, Dense, OutPtr};
+use super::{contiguous, exp, Dense, OutPtr};
 
 /// Output columns per packed panel: one zmm of i32 lanes, two ymm.
 pub(crate) const PANEL: usize = 16;
@@ -237,20 +237,19 @@ pub(crate) enum Epilogue {
     None,
     Silu,
     Relu,
-    /// GELU with the exact erf, as candle's `gelu_erf`.
+    /// GELU with erf (see [`super::exp::gelu`]: within 2e-7 of the exact one).
     Gelu,
 }
 
 impl Epilogue {
-    #[inline]
-    fn apply(self, v: f32) -> f32 {
+    /// The activation of one value (what the fused epilogue computes, for tests).
+    #[cfg(test)]
+    pub(crate) fn apply(self, v: f32) -> f32 {
         match self {
             Self::None => v,
-            // As candle's silu: v / (1 + e^−v).
-            Self::Silu => v / (1.0 + (-v).exp()),
+            Self::Silu => super::exp::silu(v),
             Self::Relu => v.max(0.0),
-            // As candle's gelu_erf, with the same libm erf: same bits.
-            Self::Gelu => (libm::erff(v * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * v,
+            Self::Gelu => super::exp::gelu(v),
         }
     }
 }
@@ -511,22 +510,19 @@ impl Job<'_> {
                     // which may be uninitialised (hence raw writes, no reference to it); this
                     // task is the only writer of panel p's columns.
                     let dst = unsafe { out.0.add((r0 + dr) * n + c0) };
-                    let scaled = |c: usize| acc[c] as f32 * (sx * sw16[c]) + b16[c];
-                    // Each arm has its own panel array: one shared with the activation's libm
-                    // calls lived on the stack, written in pieces and read back whole, a
-                    // store-forwarding stall (40 % of this function).
-                    match self.act {
-                        Epilogue::None => {
-                            let vals: [f32; PANEL] = std::array::from_fn(scaled);
-                            // SAFETY: as above.
-                            unsafe { store_panel(dst, cols, vals) };
-                        }
-                        act => {
-                            let vals: [f32; PANEL] = std::array::from_fn(|c| act.apply(scaled(c)));
-                            // SAFETY: as above.
-                            unsafe { store_panel(dst, cols, vals) };
-                        }
+                    let mut vals = [0f32; PANEL];
+                    for c in 0..PANEL {
+                        vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
                     }
+                    // One loop per activation, so each vectorises (no libm call, no branch).
+                    match self.act {
+                        Epilogue::None => {}
+                        Epilogue::Silu => vals.iter_mut().for_each(|v| *v = exp::silu(*v)),
+                        Epilogue::Relu => vals.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        Epilogue::Gelu => vals.iter_mut().for_each(|v| *v = exp::gelu(*v)),
+                    }
+                    // SAFETY: as above.
+                    unsafe { store_panel(dst, cols, vals) };
                 }
             }
         }
