@@ -15,8 +15,8 @@
 //! - [`sequence_attention`]: the encoder's full-sequence self-attention, from the fused q/k/v
 //!   projection to merged heads, keys and values packed once per head, scores in scratch.
 //! - [`layer_norm`]: two-pass layer norm.
-//! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary and for the
-//!   encoder's attention softmax.
+//! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary, the
+//!   encoder's attention softmax, and the int8 epilogue's SiLU and GELU.
 //!
 //! # Safety contract
 //!
@@ -30,9 +30,10 @@
 //!
 //! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
 //!
-//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.60× greedy batch 16,
-//! 1.59× beam 4 batch 16, 3.06× greedy batch 1; against CTranslate2 int8 1.14×, 1.23×, 2.54×
-//! (see `gemm_f32` and `gemm_i8`, and README's "int8").
+//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.77× greedy batch 16,
+//! 1.55× beam 4 batch 16, 2.96× greedy batch 1; against CTranslate2 int8 1.24×, 1.30×, 2.15×;
+//! the distilbart-shaped summary job 1.10–1.47× CTranslate2 int8 (see `gemm_f32`, `gemm_i8`,
+//! `sequence_attention`, and README's "int8").
 //!
 //! # Testing every path
 //!

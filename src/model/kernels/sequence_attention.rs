@@ -29,7 +29,7 @@ pub(crate) fn sequence_attention(
     scale: f32,
 ) -> candle_core::Result<Tensor> {
     let (b, t, d3) = qkv.dims3()?;
-    if heads == 0 || d3 % (3 * heads) != 0 {
+    if heads == 0 || d3 == 0 || d3 % (3 * heads) != 0 {
         candle_core::bail!("sequence attention: {d3} columns for {heads} heads");
     }
     let mask = match mask {
@@ -526,6 +526,8 @@ mod tests {
         let causal = Tensor::zeros((1, 1, t, t), candle_core::DType::F32, &dev).unwrap();
         assert!(sequence_attention(&x, Some(&causal), heads, 0.5).is_err());
         assert!(sequence_attention(&x, None, 5, 0.5).is_err());
+        let empty = Tensor::zeros((1, t, 0), candle_core::DType::F32, &dev).unwrap();
+        assert!(sequence_attention(&empty, None, heads, 0.5).is_err());
     }
 
     /// A sequence padded with masked keys gives its real rows the bits it gets alone (int8
