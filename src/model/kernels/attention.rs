@@ -341,6 +341,32 @@ impl AttentionShape {
         }
         // Unnormalised weights summed first, divided once at the end (as PyTorch's CPU
         // flash-attention kernel does).
+        let one_row = <&mut [f32; ONE_ROW]>::try_from(&mut *out).ok();
+        if let Some(out) = one_row.filter(|_| hd == ONE_ROW) {
+            // One query of 64 columns (every self-attention row, every greedy row): the sums
+            // stay in eight vector registers across the steps instead of being loaded and
+            // stored at each one; the same sums in the same order, so the same bits.
+            let mut acc = [0f32; ONE_ROW];
+            for (&at, &p) in kv.steps.iter().zip(scores.iter()) {
+                for (a, &x) in acc.iter_mut().zip(&kv.v[at..at + ONE_ROW]) {
+                    *a += p * x;
+                }
+            }
+            *out = acc;
+        } else {
+            self.weighted_values(kv, scores, out);
+        }
+        for (o, &sum) in out.chunks_exact_mut(hd).zip(sums.iter()) {
+            for o in o.iter_mut() {
+                *o /= sum;
+            }
+        }
+    }
+
+    /// `out[i] = Σ_j scores[i][j] · v_j` for every query of a head, each value read once.
+    #[inline(always)]
+    fn weighted_values(&self, kv: Head, scores: &[f32], out: &mut [f32]) {
+        let (hd, len) = (self.hd, self.len);
         for (j, &at) in kv.steps.iter().enumerate() {
             let value = &kv.v[at..at + hd];
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
@@ -350,13 +376,12 @@ impl AttentionShape {
                 }
             }
         }
-        for (o, &sum) in out.chunks_exact_mut(hd).zip(sums.iter()) {
-            for o in o.iter_mut() {
-                *o /= sum;
-            }
-        }
     }
 }
+
+/// A head of this width with one query takes the register-resident weighted sum (the head
+/// size of every model we serve).
+const ONE_ROW: usize = 64;
 
 /// One step's queries (R, H·hd), caches (B, H, cap, hd), where each row reads them, and the
 /// additive mask (B, cap; grouped rows only).
@@ -422,7 +447,14 @@ mod tests {
         let Some(path) = F32Path::detect() else {
             return;
         };
-        let (b, heads, cap, hd, len) = (3, 4, 9, 20, 7);
+        // 64: one-query heads take the register-resident weighted sum.
+        for hd in [20, ONE_ROW] {
+            wide_and_portable_agree(path, hd);
+        }
+    }
+
+    fn wide_and_portable_agree(path: F32Path, hd: usize) {
+        let (b, heads, cap, len) = (3, 4, 9, 7);
         let mut rng = fastrand::Rng::with_seed(7);
         let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
         let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
@@ -468,7 +500,14 @@ mod tests {
     /// rows against the same steps named row by row (traced).
     #[test]
     fn grouped_rows_equal_the_same_rows_one_by_one() {
-        let (b, heads, cap, hd, len) = (2, 3, 11, 16, 9);
+        // 64: rows alone (traced) take the register-resident weighted sum, groups do not.
+        for hd in [16, ONE_ROW] {
+            grouped_equal_alone(hd);
+        }
+    }
+
+    fn grouped_equal_alone(hd: usize) {
+        let (b, heads, cap, len) = (2, 3, 11, 9);
         let mut rng = fastrand::Rng::with_seed(3);
         let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
         let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
