@@ -32,6 +32,21 @@ pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32, wide: Option<super
     sum
 }
 
+/// ln 2 in two parts: n·LN2_HI is exact for the n an f32 exp meets, so r keeps its low bits.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// Cephes expf's polynomial for exp(r) on |r| ≤ ln2/2 (highest degree first; the whole is
+/// p(r)·r² + r + 1).
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `exp(x)` in plain Rust that vectorises (no libm call, no branch): Cephes' reduction
 /// x = n·ln2 + r with ln 2 in two parts (n·LN2_HI is exact), its degree-7 polynomial, and
 /// 2ⁿ built in the exponent bits. Without FMA, so every build (scalar, AVX2) gives the same
@@ -39,22 +54,14 @@ pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32, wide: Option<super
 /// 1.7e38 (the callers divide by it, never overflow it).
 #[inline(always)]
 pub(crate) fn exp_poly(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5·2²³: adding it rounds to an integer, which then sits in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.0);
     let shifted = x * std::f32::consts::LOG2_E + MAGIC;
     let n = shifted - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
         p = p * r + c;
     }
     let y = p * (r * r) + r + 1.0;
@@ -95,6 +102,7 @@ pub(crate) fn gelu(v: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod exp_avx {
+    use super::{EXP_POLY, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     /// exp of eight lanes: x = n·ln2 + r, exp(r) by a degree-7 polynomial (Cephes expf).
@@ -113,17 +121,10 @@ mod exp_avx {
             _mm256_set1_ps(std::f32::consts::LOG2_E),
             _mm256_set1_ps(0.5),
         ));
-        // ln 2 in two parts so r keeps its low bits.
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut y = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_LO), r);
+        let mut y = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
         }
         let y = _mm256_fmadd_ps(

@@ -30,10 +30,10 @@
 //!
 //! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
 //!
-//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.77× greedy batch 16,
-//! 1.55× beam 4 batch 16, 2.96× greedy batch 1; against CTranslate2 int8 1.24×, 1.30×, 2.15×;
-//! the distilbart-shaped summary job 1.10–1.47× CTranslate2 int8 (see `gemm_f32`, `gemm_i8`,
-//! `sequence_attention`, and README's "int8").
+//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 2.04× greedy batch 16,
+//! 1.62× beam 4 batch 16, 2.99× greedy batch 1; against CTranslate2 int8 1.37×, 1.47×, 2.37×;
+//! the distilbart-shaped summary job 1.10–1.47× CTranslate2 int8, about 1.25 (see `gemm_f32`,
+//! `gemm_i8`, `sequence_attention`, and README's "int8").
 //!
 //! # Testing every path
 //!

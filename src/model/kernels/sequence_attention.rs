@@ -7,7 +7,9 @@
 //! distilbart layer on a 600-token article, faulted in afresh each time. Measured on the
 //! summary job (2-core AMD EPYC, AVX2): 0.74–1.0 s of a 1.9–2.3 s encoder. Here each (batch
 //! row, head) packs its keys and values once into 16-wide panels, and blocks of four queries
-//! keep their scores in a few kilobytes of scratch.
+//! keep their scores in a few kilobytes of scratch: 25–32 ms a layer (0.3–0.4 s for the 12),
+//! about 65 % of the FMA peak in the two block products (measured alone, one thread: scores
+//! 11–12 ms, softmax 4 ms, weighted values 11–12 ms for 16 heads).
 
 use candle_core::Tensor;
 
