@@ -523,6 +523,11 @@ fn bench_summary(layers: (usize, usize), compute: tarjama::model::ComputeType) -
     );
     println!("abstractive-600to60-beam4 {:.0} ms", t.seconds * 1000.0);
     eprintln!(
+        "  best of {} after a warm-up run of {:.0} ms (as anchor_summary.py times)",
+        tarjama::model::bench::SUMMARY_RUNS,
+        t.first_seconds * 1000.0
+    );
+    eprintln!(
         "  of which encoding about {:.0} ms (measured alone)",
         t.encode_seconds * 1000.0
     );
