@@ -30,9 +30,10 @@
 //!
 //! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
 //!
-//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 2.04× greedy batch 16,
-//! 1.62× beam 4 batch 16, 2.99× greedy batch 1; against CTranslate2 int8 1.37×, 1.47×, 2.37×;
-//! the distilbart-shaped summary job 1.10–1.47× CTranslate2 int8, about 1.25 (see `gemm_f32`,
+//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.73× greedy batch 16,
+//! 1.62× beam 4 batch 16, 2.64× greedy batch 1; against CTranslate2 int8 1.41×, 1.34×, 2.10×
+//! (the previous run 1.33×, 1.42×, 2.34×); the distilbart-shaped summary job 1.26–1.71×
+//! CTranslate2 int8, median 1.66, both timed as a warm-up then the best of 3 (see `gemm_f32`,
 //! `gemm_i8`, `sequence_attention`, and README's "int8").
 //!
 //! # Testing every path
