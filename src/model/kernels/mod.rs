@@ -145,9 +145,6 @@ pub(crate) fn isa_cap() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-#[cfg(test)]
-mod tests;
-
 /// Asks the CPU to bring the cache line holding `p` into L1 without waiting for it. `p` need
 /// not point into an allocation: it is never dereferenced (callers form it with wrapping
 /// arithmetic) and a prefetch does not fault. A no-op off x86-64.
@@ -162,3 +159,6 @@ pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+#[cfg(test)]
+mod tests;
