@@ -341,8 +341,11 @@ impl AttentionShape {
         }
         // Unnormalised weights summed first, divided once at the end (as PyTorch's CPU
         // flash-attention kernel does).
-        let one_row = <&mut [f32; ONE_ROW]>::try_from(&mut *out).ok();
-        if let Some(out) = one_row.filter(|_| hd == ONE_ROW) {
+        let one_row = match <&mut [f32; ONE_ROW]>::try_from(&mut *out) {
+            Ok(out) if hd == ONE_ROW => Some(out),
+            _ => None,
+        };
+        if let Some(out) = one_row {
             // One query of 64 columns (every self-attention row, every greedy row): the sums
             // stay in eight vector registers across the steps instead of being loaded and
             // stored at each one; the same sums in the same order, so the same bits.

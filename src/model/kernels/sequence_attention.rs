@@ -149,7 +149,7 @@ impl SequenceShape {
     #[inline(always)]
     fn head(&self, item: Item, scratch: &mut Scratch, wide: Option<F32Path>) -> Vec<f32> {
         let (t, hd, d) = (self.t, self.hd, self.heads * self.hd);
-        if t == 0 || hd == 0 {
+        if t == 0 {
             return Vec::new();
         }
         let Item { rows, mask, h } = item;
@@ -174,12 +174,12 @@ impl SequenceShape {
                 let at = (start + i) * 3 * d + h * hd;
                 q.copy_from_slice(&rows[at..at + hd]);
             }
-            self.scores(n, queries, keys, scores, wide);
+            panel_products(n, Coefficients::new(queries, hd, hd), keys, scores, wide);
             let mut sums = [0f32; BLOCK];
             for (row, sum) in scores.chunks_exact_mut(sp).zip(&mut sums).take(n) {
                 *sum = self.softmax(&mut row[..t], mask, wide);
             }
-            self.values(n, scores, values, ctx, wide);
+            panel_products(n, Coefficients::new(scores, sp, t), values, ctx, wide);
             for i in 0..n {
                 // A row with every key masked has no weights: zeros, not NaN.
                 let inv = if sums[i] > 0.0 { 1.0 / sums[i] } else { 0.0 };
@@ -190,40 +190,6 @@ impl SequenceShape {
             }
         }
         out
-    }
-
-    /// Dot products of `n` queries with every key, into rows of `scores`.
-    #[inline(always)]
-    fn scores(
-        &self,
-        n: usize,
-        q: &[f32],
-        keys: &Panels,
-        scores: &mut [f32],
-        wide: Option<F32Path>,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if wide.is_some() {
-            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
-            use fma::scores_block as fma_scores;
-            return unsafe { by_rows!(n, 4, 3, 2; fma_scores(q, keys, scores)) };
-        }
-        let _ = wide;
-        by_rows!(n, 4, 3, 2; scores_block(q, keys, scores))
-    }
-
-    /// Weighted sums of the first T values for `n` rows of weights, into rows of `ctx`.
-    #[inline(always)]
-    fn values(&self, n: usize, w: &[f32], values: &Panels, ctx: &mut [f32], wide: Option<F32Path>) {
-        let t = self.t;
-        #[cfg(target_arch = "x86_64")]
-        if wide.is_some() {
-            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
-            use fma::values_block as fma_values;
-            return unsafe { by_rows!(n, 4, 3, 2; fma_values(w, t, values, ctx)) };
-        }
-        let _ = wide;
-        by_rows!(n, 4, 3, 2; values_block(w, t, values, ctx))
     }
 
     /// Turns one query's raw dot products into unnormalised weights exp(x·scale + mask − max)
@@ -297,109 +263,92 @@ impl Panels {
     }
 }
 
-/// `scores[r][16p..16p+16]` = query r · keys of panel p, for R queries (hd each) against
-/// every panel; rows of `scores` are as long as all panels.
+/// `n` rows of coefficients: row r is `data[r·stride..][..len]` (a query against the keys'
+/// panels, or a row of weights against the values').
+#[derive(Clone, Copy)]
+struct Coefficients<'a> {
+    data: &'a [f32],
+    stride: usize,
+    len: usize,
+}
+
+impl<'a> Coefficients<'a> {
+    fn new(data: &'a [f32], stride: usize, len: usize) -> Self {
+        Self { data, stride, len }
+    }
+
+    fn row(&self, r: usize) -> &'a [f32] {
+        &self.data[r * self.stride..r * self.stride + self.len]
+    }
+}
+
+/// `out[r][16p..16p+16]` = Σ_s c[r][s] · panel_p[s] for `n` ≤ [`BLOCK`] rows of coefficients
+/// and every panel: the queries' dot products with the keys (c = queries, panels of keys) or
+/// the weighted sums of the values (c = weights). Rows of `out` are `out.len() / BLOCK` long.
 #[inline(always)]
-fn scores_block<const R: usize>(queries: &[f32], keys: &Panels, scores: &mut [f32]) {
-    let hd = keys.depth;
-    let sp = scores.len() / BLOCK;
-    for (p, panel) in keys.panels().enumerate() {
+fn panel_products(
+    n: usize,
+    c: Coefficients,
+    panels: &Panels,
+    out: &mut [f32],
+    wide: Option<F32Path>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if wide.is_some() {
+        use fma::panel_product as fma_product;
+        // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
+        return unsafe { by_rows!(n, 4, 3, 2; fma_product(c, panels, out)) };
+    }
+    let _ = wide;
+    by_rows!(n, 4, 3, 2; panel_product(c, panels, out))
+}
+
+/// [`panel_products`] for R rows, in plain Rust.
+#[inline(always)]
+fn panel_product<const R: usize>(c: Coefficients, panels: &Panels, out: &mut [f32]) {
+    let stride = out.len() / BLOCK;
+    let rows: [&[f32]; R] = std::array::from_fn(|r| c.row(r));
+    for (p, panel) in panels.panels().enumerate() {
         let mut acc = [[0f32; PANEL]; R];
-        for (j, k) in panel.chunks_exact(PANEL).enumerate() {
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let q = queries[r * hd + j];
-                for (a, &k) in acc.iter_mut().zip(k) {
-                    *a += q * k;
+        for (s, line) in panel.chunks_exact(PANEL).take(c.len).enumerate() {
+            for (acc, row) in acc.iter_mut().zip(&rows) {
+                let x = row[s];
+                for (a, &v) in acc.iter_mut().zip(line) {
+                    *a += x * v;
                 }
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            scores[r * sp + p * PANEL..r * sp + (p + 1) * PANEL].copy_from_slice(acc);
+            out[r * stride + p * PANEL..r * stride + (p + 1) * PANEL].copy_from_slice(acc);
         }
     }
 }
 
-/// `ctx[r][16p..16p+16]` = Σ_s weights[r][s] · values[s][16p..16p+16] over the first `t`
-/// keys, for R queries.
-#[inline(always)]
-fn values_block<const R: usize>(weights: &[f32], t: usize, values: &Panels, ctx: &mut [f32]) {
-    let sp = weights.len() / BLOCK;
-    let hp = ctx.len() / BLOCK;
-    for (p, panel) in values.panels().enumerate() {
-        let mut acc = [[0f32; PANEL]; R];
-        for (s, v) in panel.chunks_exact(PANEL).take(t).enumerate() {
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let w = weights[r * sp + s];
-                for (a, &v) in acc.iter_mut().zip(v) {
-                    *a += w * v;
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            ctx[r * hp + p * PANEL..r * hp + (p + 1) * PANEL].copy_from_slice(acc);
-        }
-    }
-}
-
-/// The two block products with explicit FMA: mul + add is half the speed of FMA on cores
-/// whose multipliers and adders share ports (Intel).
+/// The panel product with explicit FMA: mul + add is half the speed of FMA on cores whose
+/// multipliers and adders share ports (Intel).
 #[cfg(target_arch = "x86_64")]
 mod fma {
     use std::arch::x86_64::*;
 
-    use super::{Panels, BLOCK, PANEL};
+    use super::{Coefficients, Panels, BLOCK, PANEL};
 
-    /// [`super::scores_block`] with FMA.
+    /// [`super::panel_product`] with FMA.
     ///
     /// # Safety
     /// The CPU runs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores_block<const R: usize>(
-        queries: &[f32],
-        keys: &Panels,
-        scores: &mut [f32],
+    pub(super) unsafe fn panel_product<const R: usize>(
+        c: Coefficients,
+        panels: &Panels,
+        out: &mut [f32],
     ) {
-        let hd = keys.depth;
-        let sp = scores.len() / BLOCK;
-        let q = &queries[..R * hd];
-        for (p, panel) in keys.panels().enumerate() {
+        let stride = out.len() / BLOCK;
+        let rows: [&[f32]; R] = std::array::from_fn(|r| c.row(r));
+        for (p, panel) in panels.panels().enumerate() {
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            for (j, k) in panel.chunks_exact(PANEL).enumerate() {
-                let k0 = _mm256_loadu_ps(k.as_ptr());
-                let k1 = _mm256_loadu_ps(k[8..].as_ptr());
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_ps(q[r * hd + j]);
-                    acc[0] = _mm256_fmadd_ps(x, k0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(x, k1, acc[1]);
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                let out = &mut scores[r * sp + p * PANEL..r * sp + (p + 1) * PANEL];
-                _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(out[8..].as_mut_ptr(), acc[1]);
-            }
-        }
-    }
-
-    /// [`super::values_block`] with FMA.
-    ///
-    /// # Safety
-    /// The CPU runs AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn values_block<const R: usize>(
-        weights: &[f32],
-        t: usize,
-        values: &Panels,
-        ctx: &mut [f32],
-    ) {
-        let sp = weights.len() / BLOCK;
-        let hp = ctx.len() / BLOCK;
-        let rows: [&[f32]; R] = std::array::from_fn(|r| &weights[r * sp..r * sp + t]);
-        for (p, panel) in values.panels().enumerate() {
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            for (s, v) in panel.chunks_exact(PANEL).take(t).enumerate() {
-                let v0 = _mm256_loadu_ps(v.as_ptr());
-                let v1 = _mm256_loadu_ps(v[8..].as_ptr());
+            for (s, line) in panel.chunks_exact(PANEL).take(c.len).enumerate() {
+                let v0 = _mm256_loadu_ps(line.as_ptr());
+                let v1 = _mm256_loadu_ps(line[8..].as_ptr());
                 for (acc, row) in acc.iter_mut().zip(&rows) {
                     let x = _mm256_set1_ps(row[s]);
                     acc[0] = _mm256_fmadd_ps(x, v0, acc[0]);
@@ -407,7 +356,7 @@ mod fma {
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
-                let out = &mut ctx[r * hp + p * PANEL..r * hp + (p + 1) * PANEL];
+                let out = &mut out[r * stride + p * PANEL..r * stride + (p + 1) * PANEL];
                 _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
                 _mm256_storeu_ps(out[8..].as_mut_ptr(), acc[1]);
             }
