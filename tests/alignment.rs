@@ -11,11 +11,18 @@ use tarjama::model::{
     generate_aligned, ComputeType, Device, Generated, GenerationParams, Seq2SeqModel,
 };
 
-/// Recorded vs reference rows, and batched vs alone.
+/// Recorded vs reference rows (f32), and batched vs alone.
 const TOL: f32 = 1e-5;
 
+/// Recorded vs reference rows under int8. The reference's tensor attention sums in another
+/// order than the decode kernel, and a last-bit difference can flip one activation's int8
+/// rounding: that step's row then moves by about 1e-3 (seen once in 24 beam inputs with f16
+/// caches). A row traced from the wrong beam differs far more, and the f32 cases check the
+/// tracing, which does not depend on the compute type, to 1e-5.
+const INT8_TOL: f32 = 1e-2;
+
 /// Both Marian fixtures, f32 and int8 (whose attention runs in f32 through the same kernel,
-/// after int8 projections).
+/// after int8 projections, on f16 caches).
 fn models() -> Vec<(&'static str, ComputeType, Seq2SeqModel)> {
     let mut out = Vec::new();
     for dir in [MARIAN, CONDITIONED_MARIAN] {
@@ -76,7 +83,11 @@ fn recorded_alignment_is_the_last_layers_cross_attention() {
                 .reference_cross_attention(input, &g.ids[..g.ids.len() - 1])
                 .unwrap();
             let d = max_abs_diff(a.weights(), &want);
-            assert!(d < TOL, "{case}: recorded vs reference {d}");
+            let tol = match model.compute_type() {
+                ComputeType::Int8 => INT8_TOL,
+                ComputeType::F32 => TOL,
+            };
+            assert!(d < tol, "{case}: recorded vs reference {d}");
         }
     });
 }

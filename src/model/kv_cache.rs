@@ -24,12 +24,13 @@ impl KvCache {
         heads: usize,
         head_dim: usize,
         capacity: usize,
+        dtype: DType,
         device: &Device,
     ) -> Res<Self> {
         let shape = (rows, heads, capacity.max(1), head_dim);
         Ok(Self {
-            k: Tensor::zeros(shape, DType::F32, device)?,
-            v: Tensor::zeros(shape, DType::F32, device)?,
+            k: Tensor::zeros(shape, dtype, device)?,
+            v: Tensor::zeros(shape, dtype, device)?,
             len: 0,
         })
     }
@@ -41,8 +42,9 @@ impl KvCache {
         if self.len == cap {
             self.grow(cap + CACHE_STEP)?;
         }
-        self.k.slice_set(k, 2, self.len)?;
-        self.v.slice_set(v, 2, self.len)?;
+        let dtype = self.k.dtype();
+        self.k.slice_set(&in_dtype(k, dtype)?, 2, self.len)?;
+        self.v.slice_set(&in_dtype(v, dtype)?, 2, self.len)?;
         self.len += 1;
         Ok(self.len)
     }
@@ -63,6 +65,14 @@ impl KvCache {
         self.v = super::kernels::gather_cache(&self.v, rows, self.len, cap)?;
         Ok(())
     }
+}
+
+/// `t` (f32) as a cache of `dtype` holds it.
+pub(crate) fn in_dtype(t: &Tensor, dtype: DType) -> Res<Tensor> {
+    Ok(match dtype {
+        DType::F16 if t.device().is_cpu() && t.dtype() == DType::F32 => super::kernels::to_f16(t)?,
+        _ => t.to_dtype(dtype)?,
+    })
 }
 
 /// For each logical decoder row, the physical cache row that holds its key/value at each
@@ -164,7 +174,7 @@ impl DecoderState {
         let fused = self
             .self_kv
             .first()
-            .is_none_or(|c| super::layers::fast_attention(&c.k));
+            .is_none_or(|c| super::kernels::fused_cache(&c.k));
         if rows.len() == self.rows && fused {
             // Beam reorder: the fused attention follows the ancestry, nothing is copied.
             self.ancestry.reorder(rows)?;
@@ -210,9 +220,16 @@ mod tests {
 
     #[test]
     fn materialised_rows_hold_their_history() {
+        // The int8 engine's caches are f16: the same history (these values are exact in f16).
+        for dtype in [DType::F32, DType::F16] {
+            materialised_history(dtype);
+        }
+    }
+
+    fn materialised_history(dtype: DType) {
         // Two rows, one head, head dim 1; step j of physical row r holds 10 r + j.
         let dev = Device::Cpu;
-        let mut c = KvCache::new(2, 1, 1, 4, &dev).unwrap();
+        let mut c = KvCache::new(2, 1, 1, 4, dtype, &dev).unwrap();
         let mut a = Ancestry::new(2);
         for j in 0..3 {
             let step = Tensor::new(&[j as f32, 10.0 + j as f32], &dev)
@@ -229,7 +246,8 @@ mod tests {
         let keep = a.traced_rows(&[0]).unwrap();
         assert_eq!(keep, vec![&[1u32, 0, 0][..]]);
         c.materialise(&keep).unwrap();
-        let k = c.k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(k, vec![10.0, 1.0, 2.0, 0.0]);
+        assert_eq!(c.k.dtype(), dtype);
+        let k = c.k.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        assert_eq!(k.to_vec1::<f32>().unwrap(), vec![10.0, 1.0, 2.0, 0.0]);
     }
 }

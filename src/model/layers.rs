@@ -210,6 +210,14 @@ pub(crate) fn fast_attention(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// `x` rounded to `dtype` and back: the values a cache of that dtype holds.
+pub(crate) fn round_to(x: &Tensor, dtype: DType) -> Res<Tensor> {
+    if x.dtype() == dtype {
+        return Ok(x.clone());
+    }
+    Ok(super::kv_cache::in_dtype(x, dtype)?.to_dtype(x.dtype())?)
+}
+
 /// (B, T, H*hd) -> (B, H, T, hd), contiguous.
 fn split_heads(x: &Tensor, heads: usize) -> Res<Tensor> {
     let (b, t, d) = x.dims3()?;
@@ -257,10 +265,21 @@ impl SelfAttention {
     /// Full-sequence attention: `x` (B, T, d), `mask` (B, 1, 1, T) over keys (the encoder's:
     /// the fused kernel on f32 CPU tensors) or (1, 1, T, T) (the causal reference's).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Res<Tensor> {
+        self.forward_kv_as(x, mask, DType::F32)
+    }
+
+    /// As [`Self::forward`], keys and values first rounded to `kv` (the dtype a decoding
+    /// step's cache holds them in): what the uncached reference for tests needs.
+    pub(crate) fn forward_kv_as(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        kv: DType,
+    ) -> Res<Tensor> {
         let qkv = self.qkv.forward(x)?;
         let (b, t, _) = x.dims3()?;
         let key_mask = mask.is_none_or(|m| m.dims() == [b, 1, 1, t]);
-        if fast_attention(x) && key_mask {
+        if fast_attention(x) && key_mask && kv == DType::F32 {
             let scale = self.scale() as f32;
             let ctx = kernels::sequence_attention(&qkv, mask, self.heads, scale)?;
             return self.out.forward(&ctx);
@@ -268,6 +287,7 @@ impl SelfAttention {
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
         let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
         let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.heads)?;
+        let (k, v) = (round_to(&k, kv)?, round_to(&v, kv)?);
         let ctx = attend(&q, &k, &v, mask, self.scale())?;
         self.out.forward(&merge_heads(&ctx)?)
     }

@@ -32,11 +32,22 @@ pub enum ComputeType {
     #[default]
     F32,
     /// int8 weights quantised per output row at load, activations per row on the fly, i32
-    /// accumulation; layer norm, softmax, attention and biases stay f32.
+    /// accumulation; layer norm, softmax, attention and biases stay f32; the decoder's KV
+    /// caches are kept in f16.
     Int8,
 }
 
 impl ComputeType {
+    /// What the decoder's KV caches hold on `device`. int8 keeps them in f16: decode attention
+    /// is bound by reading them (a sixth of a batched step), and f16's 11-bit significand is
+    /// finer than the int8 activations around it. f32 keeps f32 (exact parity).
+    pub(crate) fn kv_dtype(self, device: &Device) -> candle_core::DType {
+        match self {
+            Self::Int8 if device.is_cpu() => candle_core::DType::F16,
+            _ => candle_core::DType::F32,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",

@@ -5,8 +5,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::config::{GenerationParams, ModelConfig};
-use super::kv_cache::{Ancestry, DecoderState, KvCache};
-use super::layers::{residual, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention};
+use super::kv_cache::{in_dtype, Ancestry, DecoderState, KvCache};
+use super::layers::{
+    residual, round_to, CrossAttention, FeedForward, LayerNorm, Linear, SelfAttention,
+};
 use super::weights::{sinusoidal_positions, FileWeights, RandomWeights, WeightSource, WithCompute};
 use super::{ComputeType, ModelError, Res};
 
@@ -307,9 +309,18 @@ impl Seq2SeqModel {
         let hd = self.cfg.d_model / heads;
         let mut self_kv = Vec::with_capacity(self.decoder.len());
         let mut cross_kv = Vec::with_capacity(self.decoder.len());
+        let dtype = self.compute.kv_dtype(&self.device);
         for l in &self.decoder {
-            self_kv.push(KvCache::new(rows, heads, hd, capacity, &self.device)?);
-            cross_kv.push(l.cross.project_kv(enc)?);
+            self_kv.push(KvCache::new(
+                rows,
+                heads,
+                hd,
+                capacity,
+                dtype,
+                &self.device,
+            )?);
+            let (k, v) = l.cross.project_kv(enc)?;
+            cross_kv.push((in_dtype(&k, dtype)?, in_dtype(&v, dtype)?));
         }
         Ok(DecoderState {
             self_kv,
@@ -392,7 +403,8 @@ impl Seq2SeqModel {
     /// Reference for tests: the last decoder layer's cross-attention averaged over heads,
     /// (T, S) row-major, of one uncached teacher-forced forward over `decoder_input_ids`
     /// (causal self-attention over the whole sequence, tensor attention math throughout:
-    /// none of the decode-step kernels or caches that generation uses).
+    /// none of the decode-step kernels or caches that generation uses; keys and values are
+    /// rounded to the caches' dtype, f16 under int8, as generation reads them).
     #[doc(hidden)]
     pub fn reference_cross_attention(
         &self,
@@ -416,9 +428,14 @@ impl Seq2SeqModel {
         let mut x = self.dec_emb.forward(&self.lm_head, &ids, 0)?;
         let mut out = vec![0f32; t * input_ids.len()];
         let last = self.decoder.len().saturating_sub(1);
+        // The values generation's caches hold.
+        let kv = self.compute.kv_dtype(&self.device);
         for (i, l) in self.decoder.iter().enumerate() {
-            x = residual(&x, &l.attn_norm, pre, |h| l.attn.forward(h, Some(&causal)))?;
+            x = residual(&x, &l.attn_norm, pre, |h| {
+                l.attn.forward_kv_as(h, Some(&causal), kv)
+            })?;
             let (k, v) = l.cross.project_kv(&enc)?;
+            let (k, v) = (round_to(&k, kv)?, round_to(&v, kv)?);
             let head_mean = (i == last).then_some(out.as_mut_slice());
             x = residual(&x, &l.cross_norm, pre, |h| {
                 l.cross.forward(h, &k, &v, &mask, 1, head_mean)

@@ -4,7 +4,8 @@
 //! more on dispatch and copies than on arithmetic, so each row's heads run here directly, rows
 //! in parallel, reading the cache where the beam ancestry says (no copy on beam reorder).
 
-use candle_core::{CpuStorage, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use half::f16;
 
 use super::{contiguous, cpu_slice, F32Path};
 
@@ -17,13 +18,8 @@ struct GatherCache<'a> {
     new_cap: usize,
 }
 
-impl candle_core::CustomOp1 for GatherCache<'_> {
-    fn name(&self) -> &'static str {
-        "tarjama-gather-cache"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous(s, l)?;
+impl GatherCache<'_> {
+    fn gather<T: CacheElem>(&self, src: &[T], l: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         let (b, h, cap, hd) = l.shape().dims4()?;
         let (len, new_cap) = (self.len, self.new_cap);
         let in_range = |r: &&[u32]| r.len() >= len && r[..len].iter().all(|&i| (i as usize) < b);
@@ -38,17 +34,33 @@ impl candle_core::CustomOp1 for GatherCache<'_> {
                     let at = ((r as usize * h + head) * cap + j) * hd;
                     out.extend_from_slice(&src[at..at + hd]);
                 }
-                out.extend(std::iter::repeat_n(0f32, (new_cap - len) * hd));
+                out.extend(std::iter::repeat_n(T::zero(), (new_cap - len) * hd));
             }
         }
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from_dims(&[self.rows.len(), h, new_cap, hd]),
-        ))
+        Ok((out, Shape::from_dims(&[self.rows.len(), h, new_cap, hd])))
     }
 }
 
-/// See [`GatherCache`]. Off the f32 CPU path rows are never traced (each row's steps all sit
+impl candle_core::CustomOp1 for GatherCache<'_> {
+    fn name(&self) -> &'static str {
+        "tarjama-gather-cache"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok(match s {
+            CpuStorage::F16(_) => {
+                let (out, shape) = self.gather::<f16>(contiguous(s, l)?, l)?;
+                (CpuStorage::F16(out), shape)
+            }
+            _ => {
+                let (out, shape) = self.gather::<f32>(contiguous(s, l)?, l)?;
+                (CpuStorage::F32(out), shape)
+            }
+        })
+    }
+}
+
+/// See [`GatherCache`]. Off the CPU caches rows are never traced (each row's steps all sit
 /// in one physical row), so a plain row selection does.
 pub(crate) fn gather_cache(
     t: &Tensor,
@@ -56,19 +68,99 @@ pub(crate) fn gather_cache(
     len: usize,
     new_cap: usize,
 ) -> candle_core::Result<Tensor> {
-    if t.device().is_cpu() && t.dtype() == candle_core::DType::F32 {
+    if fused_cache(t) {
         return t.apply_op1_no_bwd(&GatherCache { rows, len, new_cap });
     }
     let mut idx = Vec::with_capacity(rows.len());
     for steps in rows {
         let first = steps.first().copied().unwrap_or(0);
         if steps[..len.min(steps.len())].iter().any(|&r| r != first) {
-            candle_core::bail!("gather cache: traced rows need the f32 CPU path");
+            candle_core::bail!("gather cache: traced rows need a CPU cache");
         }
         idx.push(first);
     }
     let ids = Tensor::new(idx.as_slice(), t.device())?;
     t.index_select(&ids, 0)
+}
+
+/// A KV cache the fused decode attention reads: on the CPU, in f32 or f16.
+pub(crate) fn fused_cache(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F16)
+}
+
+/// What a KV cache holds: f32 (the f32 engine: exact parity), or f16 (the int8 engine:
+/// decode attention is bound by reading the caches, and f16 halves that; its 11-bit
+/// significand is finer than the int8 activations beside it). Widening f16 is exact, so
+/// every path computes on the same f32 values.
+pub(crate) trait CacheElem: candle_core::WithDType {
+    /// One cached vector as f32: itself for f32, widened into `buf` (as long) for f16.
+    fn row<'a>(src: &'a [Self], buf: &'a mut [f32], path: Option<F32Path>) -> &'a [f32];
+}
+
+impl CacheElem for f32 {
+    #[inline(always)]
+    fn row<'a>(src: &'a [f32], _buf: &'a mut [f32], _path: Option<F32Path>) -> &'a [f32] {
+        src
+    }
+}
+
+impl CacheElem for f16 {
+    #[inline(always)]
+    fn row<'a>(src: &'a [f16], buf: &'a mut [f32], path: Option<F32Path>) -> &'a [f32] {
+        widen(src, buf, path);
+        buf
+    }
+}
+
+/// `t` (CPU, f32) as an f16 tensor of the same shape, rounded to nearest even: what a KV cache
+/// of [`CacheElem`] f16 stores. `half`'s slice conversion (F16C when the CPU has it, checked
+/// once per call) rather than candle's `to_dtype`, whose call per element was 2 % of a batched
+/// decoding step.
+pub(crate) fn to_f16(t: &Tensor) -> candle_core::Result<Tensor> {
+    use half::slice::HalfFloatSliceExt;
+    let t = t.contiguous()?;
+    let out = cpu_slice(&t, |x: &[f32]| {
+        let mut out = vec![f16::ZERO; x.len()];
+        out.convert_from_f32_slice(x);
+        Ok(out)
+    })?;
+    Tensor::from_vec(out, t.shape(), t.device())
+}
+
+/// `dst[i] = src[i]` as f32 (exact): F16C eight at a time when `path` proves the CPU has it.
+#[inline(always)]
+fn widen(src: &[f16], dst: &mut [f32], path: Option<F32Path>) {
+    #[cfg(target_arch = "x86_64")]
+    if path.is_some() && src.len() == dst.len() {
+        // SAFETY: an F32Path exists only on a CPU with AVX2 and F16C; lengths checked.
+        return unsafe { widen_f16c(src, dst) };
+    }
+    let _ = path;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Inlined into the AVX2 build of the attention loops.
+///
+/// # Safety
+/// The CPU runs AVX2 and F16C; `src.len() == dst.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm_loadu_si128(s.add(i) as *const __m128i);
+        _mm256_storeu_ps(d.add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    for j in i..n {
+        *d.add(j) = (*s.add(j)).to_f32();
+    }
 }
 
 /// Where each query row finds its keys/values in a (B, H, cap, hd) cache.
@@ -133,31 +225,10 @@ pub(crate) fn decode_attention(
         scale,
         wide: F32Path::detect(),
     };
-    let mut head_mean = head_mean;
-    let mut run = |q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>| {
-        let mean_rows: Vec<Option<&mut [f32]>> = match head_mean.take() {
-            Some(m) if len > 0 => m.chunks_mut(len).map(Some).collect(),
-            _ => (0..rows).map(|_| None).collect(),
-        };
-        Ok(shape.run(
-            StepInputs {
-                q,
-                k,
-                v,
-                kv_rows,
-                mask,
-            },
-            mean_rows,
-        ))
+    let out = match k.dtype() {
+        DType::F16 => shape.run_tensors::<f16>(q, k, v, kv_rows, mask.as_ref(), head_mean)?,
+        _ => shape.run_tensors::<f32>(q, k, v, kv_rows, mask.as_ref(), head_mean)?,
     };
-    let out = cpu_slice(q, |q| {
-        cpu_slice(k, |k| {
-            cpu_slice(v, |v| match &mask {
-                Some(m) => cpu_slice(m, |m| run(q, k, v, Some(m))),
-                None => run(q, k, v, None),
-            })
-        })
-    })?;
     Tensor::from_vec(out, (rows, 1, d), q.device())
 }
 
@@ -175,12 +246,52 @@ struct AttentionShape {
 }
 
 impl AttentionShape {
+    /// [`Self::run`] on the tensors' elements, caches holding `E`.
+    fn run_tensors<E: CacheElem>(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        kv_rows: KvRows,
+        mask: Option<&Tensor>,
+        head_mean: Option<&mut [f32]>,
+    ) -> candle_core::Result<Vec<f32>> {
+        let (rows, len) = (q.dim(0)?, self.len);
+        let mut head_mean = head_mean;
+        let mut run = |q: &[f32], k: &[E], v: &[E], mask: Option<&[f32]>| {
+            let mean_rows: Vec<Option<&mut [f32]>> = match head_mean.take() {
+                Some(m) if len > 0 => m.chunks_mut(len).map(Some).collect(),
+                _ => (0..rows).map(|_| None).collect(),
+            };
+            let inputs = StepInputs {
+                q,
+                k,
+                v,
+                kv_rows,
+                mask,
+            };
+            Ok(self.run(inputs, mean_rows))
+        };
+        cpu_slice(q, |q| {
+            cpu_slice(k, |k| {
+                cpu_slice(v, |v| match mask {
+                    Some(m) => cpu_slice(m, |m| run(q, k, v, Some(m))),
+                    None => run(q, k, v, None),
+                })
+            })
+        })
+    }
+
     /// Every row's output (R, H·hd). Work items are (group, head) pairs: the rows of one
     /// group (the beams of one input under cross-attention, or one traced row) share one pass
     /// over the head's keys and values, so a beam-4 step reads the encoder states once, not
     /// four times. Each row's arithmetic is the same whatever its group, so results do not
     /// depend on the grouping.
-    fn run(&self, inputs: StepInputs, mut mean_rows: Vec<Option<&mut [f32]>>) -> Vec<f32> {
+    fn run<E: CacheElem>(
+        &self,
+        inputs: StepInputs<E>,
+        mut mean_rows: Vec<Option<&mut [f32]>>,
+    ) -> Vec<f32> {
         use rayon::prelude::*;
         let (d, hd, len) = (self.heads * self.hd, self.hd, self.len);
         let rows = mean_rows.len();
@@ -225,19 +336,15 @@ impl AttentionShape {
     }
 
     /// Head `h` of the rows `members`, which all read the cache steps at `steps`.
-    fn group_head(
+    fn group_head<E: CacheElem>(
         &self,
-        inputs: StepInputs,
+        inputs: StepInputs<E>,
         steps: &[usize],
         members: std::ops::Range<usize>,
         h: usize,
     ) -> GroupHead {
         let StepInputs {
-            q,
-            k,
-            v,
-            kv_rows,
-            mask,
+            q, kv_rows, mask, ..
         } = inputs;
         let (d, hd, len, n) = (self.heads * self.hd, self.hd, self.len, members.len());
         let mask_row = match (kv_rows, mask) {
@@ -257,11 +364,12 @@ impl AttentionShape {
             scores: vec![0f32; n * len],
             sums: vec![0f32; n],
         };
+        let at = h * self.cap * hd;
         let io = HeadIo {
             q: &queries,
             kv: Head {
-                k: &k[h * self.cap * hd..],
-                v: &v[h * self.cap * hd..],
+                k: &inputs.k[at..],
+                v: &inputs.v[at..],
                 steps,
             },
             mask: mask_row,
@@ -291,16 +399,16 @@ impl AttentionShape {
     }
 
     /// [`AttentionShape::heads`] compiled for AVX2; `_path` proves the CPU runs it.
-    fn heads_wide(&self, _path: F32Path, io: HeadIo) {
+    fn heads_wide<E: CacheElem>(&self, _path: F32Path, io: HeadIo<E>) {
         #[cfg(target_arch = "x86_64")]
         {
             /// # Safety
             /// The CPU runs AVX2.
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2(s: &AttentionShape, io: HeadIo) {
+            #[target_feature(enable = "avx2,f16c")]
+            unsafe fn avx2<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
                 s.heads(io)
             }
-            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
+            // SAFETY: an F32Path exists only on a CPU with AVX2, FMA and F16C.
             unsafe { avx2(self, io) }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -311,7 +419,7 @@ impl AttentionShape {
     /// for all of them; leaves each query's unnormalised weights in `scores` and their sum in
     /// `sums`. Inlined into each build (portable, AVX2).
     #[inline(always)]
-    fn heads(&self, io: HeadIo) {
+    fn heads<E: CacheElem>(&self, io: HeadIo<E>) {
         let HeadIo {
             q,
             kv,
@@ -321,8 +429,9 @@ impl AttentionShape {
             sums,
         } = io;
         let (hd, len) = (self.hd, self.len);
+        let mut buf = vec![0f32; hd];
         for (j, &at) in kv.steps.iter().enumerate() {
-            let key = &kv.k[at..at + hd];
+            let key = E::row(&kv.k[at..at + hd], &mut buf, self.wide);
             for (i, qi) in q.chunks_exact(hd).enumerate() {
                 let mut x = dot(qi, key) * self.scale;
                 if let Some(m) = mask {
@@ -351,13 +460,14 @@ impl AttentionShape {
             // stored at each one; the same sums in the same order, so the same bits.
             let mut acc = [0f32; ONE_ROW];
             for (&at, &p) in kv.steps.iter().zip(scores.iter()) {
-                for (a, &x) in acc.iter_mut().zip(&kv.v[at..at + ONE_ROW]) {
+                let value = E::row(&kv.v[at..at + ONE_ROW], &mut buf, self.wide);
+                for (a, &x) in acc.iter_mut().zip(value) {
                     *a += p * x;
                 }
             }
             *out = acc;
         } else {
-            self.weighted_values(kv, scores, out);
+            self.weighted_values(kv, scores, out, &mut buf);
         }
         for (o, &sum) in out.chunks_exact_mut(hd).zip(sums.iter()) {
             for o in o.iter_mut() {
@@ -368,10 +478,16 @@ impl AttentionShape {
 
     /// `out[i] = Σ_j scores[i][j] · v_j` for every query of a head, each value read once.
     #[inline(always)]
-    fn weighted_values(&self, kv: Head, scores: &[f32], out: &mut [f32]) {
+    fn weighted_values<E: CacheElem>(
+        &self,
+        kv: Head<E>,
+        scores: &[f32],
+        out: &mut [f32],
+        buf: &mut [f32],
+    ) {
         let (hd, len) = (self.hd, self.len);
         for (j, &at) in kv.steps.iter().enumerate() {
-            let value = &kv.v[at..at + hd];
+            let value = E::row(&kv.v[at..at + hd], buf, self.wide);
             for (i, o) in out.chunks_exact_mut(hd).enumerate() {
                 let p = scores[i * len + j];
                 for (o, &x) in o.iter_mut().zip(value) {
@@ -389,10 +505,10 @@ const ONE_ROW: usize = 64;
 /// One step's queries (R, H·hd), caches (B, H, cap, hd), where each row reads them, and the
 /// additive mask (B, cap; grouped rows only).
 #[derive(Clone, Copy)]
-struct StepInputs<'a> {
+pub(crate) struct StepInputs<'a, E> {
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: &'a [E],
+    v: &'a [E],
     kv_rows: KvRows<'a>,
     mask: Option<&'a [f32]>,
 }
@@ -407,9 +523,9 @@ struct GroupHead {
 
 /// The queries of one head (`n` rows of hd), their keys and values, mask, and where the
 /// weights, sums and outputs go (`n` rows each).
-struct HeadIo<'a> {
+struct HeadIo<'a, E> {
     q: &'a [f32],
-    kv: Head<'a>,
+    kv: Head<'a, E>,
     mask: Option<&'a [f32]>,
     scores: &'a mut [f32],
     out: &'a mut [f32],
@@ -418,9 +534,9 @@ struct HeadIo<'a> {
 
 /// One head's keys and values (slices starting at the head) and each step's offset in them.
 #[derive(Clone, Copy)]
-struct Head<'a> {
-    k: &'a [f32],
-    v: &'a [f32],
+struct Head<'a, E> {
+    k: &'a [E],
+    v: &'a [E],
     steps: &'a [usize],
 }
 
@@ -450,18 +566,29 @@ mod tests {
         let Some(path) = F32Path::detect() else {
             return;
         };
-        // 64: one-query heads take the register-resident weighted sum.
+        // 64: one-query heads take the register-resident weighted sum. f16 caches are
+        // widened by F16C on the wide path, in software on the other.
         for hd in [20, ONE_ROW] {
-            wide_and_portable_agree(path, hd);
+            wide_and_portable_agree::<f32>(path, hd);
+            wide_and_portable_agree::<f16>(path, hd);
         }
     }
 
-    fn wide_and_portable_agree(path: F32Path, hd: usize) {
+    /// `n` values in [−1, 1) as cache elements.
+    fn cache<E: CacheElem>(rng: &mut fastrand::Rng, n: usize) -> Vec<E> {
+        (0..n)
+            .map(|_| E::from_f64((rng.f32() * 2.0 - 1.0) as f64))
+            .collect()
+    }
+
+    fn wide_and_portable_agree<E: CacheElem>(path: F32Path, hd: usize) {
         let (b, heads, cap, len) = (3, 4, 9, 7);
         let mut rng = fastrand::Rng::with_seed(7);
-        let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
-        let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
-        let q = values(6 * heads * hd);
+        let (k, v) = (
+            cache::<E>(&mut rng, b * heads * cap * hd),
+            cache::<E>(&mut rng, b * heads * cap * hd),
+        );
+        let q = cache::<f32>(&mut rng, 6 * heads * hd);
         let mask: Vec<f32> = (0..b * cap)
             .map(|i| if i % 5 == 0 { -1e9 } else { 0.0 })
             .collect();
@@ -505,17 +632,22 @@ mod tests {
     fn grouped_rows_equal_the_same_rows_one_by_one() {
         // 64: rows alone (traced) take the register-resident weighted sum, groups do not.
         for hd in [16, ONE_ROW] {
-            grouped_equal_alone(hd);
+            grouped_equal_alone::<f32>(hd);
+            grouped_equal_alone::<f16>(hd);
         }
     }
 
-    fn grouped_equal_alone(hd: usize) {
+    /// Also against a plain softmax-weighted sum in f64 of the cached values (f16 caches
+    /// widen exactly, so the bound is f32 rounding's either way).
+    fn grouped_equal_alone<E: CacheElem>(hd: usize) {
         let (b, heads, cap, len) = (2, 3, 11, 9);
         let mut rng = fastrand::Rng::with_seed(3);
-        let mut values = |n: usize| (0..n).map(|_| rng.f32() * 2.0 - 1.0).collect::<Vec<_>>();
-        let (k, v) = (values(b * heads * cap * hd), values(b * heads * cap * hd));
+        let (k, v) = (
+            cache::<E>(&mut rng, b * heads * cap * hd),
+            cache::<E>(&mut rng, b * heads * cap * hd),
+        );
         // Seven rows in groups of four: the last group is short.
-        let q = values(7 * heads * hd);
+        let q = cache::<f32>(&mut rng, 7 * heads * hd);
         let traced: Vec<Vec<u32>> = (0..7).map(|r| vec![r / 4; cap]).collect();
         for wide in [None, F32Path::detect()] {
             let shape = AttentionShape {
@@ -550,7 +682,8 @@ mod tests {
                     let s: Vec<f64> = (0..len)
                         .map(|j| {
                             let kj = &k[base + j * hd..][..hd];
-                            qh.iter().zip(kj).map(|(a, b)| (a * b) as f64).sum::<f64>() * 0.25
+                            let prods = qh.iter().zip(kj).map(|(a, b)| *a as f64 * b.to_f64());
+                            prods.sum::<f64>() * 0.25
                         })
                         .collect();
                     let mx = s.iter().cloned().fold(f64::MIN, f64::max);
@@ -558,7 +691,7 @@ mod tests {
                     let z: f64 = e.iter().sum();
                     for c in 0..hd {
                         let want: f64 = (0..len)
-                            .map(|j| e[j] * v[base + j * hd + c] as f64)
+                            .map(|j| e[j] * v[base + j * hd + c].to_f64())
                             .sum::<f64>()
                             / z;
                         let got = grouped.0[r * heads * hd + h * hd + c] as f64;

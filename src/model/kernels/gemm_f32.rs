@@ -36,17 +36,20 @@ enum F32Kind {
     Avx512,
 }
 
-/// Proof that this CPU runs an f32 kernel family (AVX2+FMA, or AVX-512F besides).
+/// Proof that this CPU runs an f32 kernel family (AVX2+FMA+F16C, or AVX-512F besides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct F32Path(F32Kind);
 
-/// AVX2 and FMA, checked once.
+/// AVX2, FMA and F16C (the f16 KV caches' conversions; every AVX2 CPU has it), checked once.
 pub(crate) fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE
-            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *AVAILABLE.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

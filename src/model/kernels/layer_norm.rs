@@ -25,9 +25,9 @@ impl CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (
-            contiguous(s1, l1)?,
-            contiguous(s2, l2)?,
-            contiguous(s3, l3)?,
+            contiguous::<f32>(s1, l1)?,
+            contiguous::<f32>(s2, l2)?,
+            contiguous::<f32>(s3, l3)?,
         );
         let d = gamma.len();
         if d == 0 || beta.len() != d || x.len() % d != 0 {

@@ -65,7 +65,7 @@ pub(crate) mod sequence_attention;
 
 use candle_core::{CpuStorage, Layout, Tensor};
 
-pub(crate) use attention::{decode_attention, gather_cache, KvRows};
+pub(crate) use attention::{decode_attention, fused_cache, gather_cache, to_f16, KvRows};
 pub(crate) use exp::sum_exp_shifted;
 pub(crate) use gemm_f32::{F32Path, PackedF32};
 pub(crate) use gemm_i8::{Epilogue, I8Path, PackedI8};
@@ -114,19 +114,22 @@ impl<'a> Dense<'a> {
     }
 }
 
-/// The elements of a contiguous CPU f32 storage.
-pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
+/// The elements of a contiguous CPU storage of `T`.
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("expected contiguous inputs"),
     }
 }
 
-/// Read access to a CPU f32 tensor's elements (its layout must be contiguous).
-pub(crate) fn cpu_slice<R>(
+/// Read access to a CPU tensor's elements of `T` (its layout must be contiguous).
+pub(crate) fn cpu_slice<T: candle_core::WithDType, R>(
     t: &Tensor,
-    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+    f: impl FnOnce(&[T]) -> candle_core::Result<R>,
 ) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
