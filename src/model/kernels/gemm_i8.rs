@@ -216,26 +216,51 @@ const ACTIVATION_LIMIT: f32 = 127.0;
 const PARALLEL_QUANTIZE: usize = 1 << 16;
 
 /// Symmetric int8 of one row: (scale, values in [−lim, lim]); an all-zero row has scale 0.
+#[inline(always)]
 fn quantize_row(v: &[f32], out: &mut [i8], lim: f32) -> f32 {
-    let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+    let amax = abs_max(v);
     if amax == 0.0 || !amax.is_finite() {
         out.iter_mut().for_each(|o| *o = 0);
         return if amax.is_finite() { 0.0 } else { f32::NAN };
     }
     let inv = lim / amax;
     for (o, &x) in out.iter_mut().zip(v) {
-        *o = round_ties_even(x * inv).clamp(-lim, lim) as i8;
+        *o = round_to_i8(x * inv, lim);
     }
     amax / lim
 }
 
-/// `v.round_ties_even()` for |v| < 2²²: adding and removing 1.5·2²³ leaves no fraction bits,
-/// and IEEE addition rounds to nearest even. The std method is a libm call (`rintf`) on
-/// baseline x86-64, which cost 6 % of a beam-search step; this vectorises.
-#[inline]
-fn round_ties_even(v: f32) -> f32 {
+/// `v.round_ties_even().clamp(−lim, lim) as i8` (NaN → 0, as the cast gives), for a whole
+/// `lim` < 128, without a float → int conversion: Rust's saturating casts compile to one
+/// scalar conversion per value, which made quantising a decoding step's activations (serial
+/// work) several times slower, and `round_ties_even` is a libm call (`rintf`) on baseline
+/// x86-64 (6 % of a beam step once). Clamping first to whole bounds rounds the same; adding
+/// 1.5·2²³ rounds to a whole number (IEEE addition rounds to nearest even) and leaves it in
+/// the low bits of the sum's representation.
+#[inline(always)]
+fn round_to_i8(v: f32, lim: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC) - MAGIC
+    let c = v.clamp(-lim, lim);
+    let c = if c.is_nan() { 0.0 } else { c };
+    (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i8
+}
+
+/// The largest |x| of `v` (NaN ignored, as `f32::max` folds; 0 for an empty row). Sixteen
+/// running maxima so that it vectorises: the fold over `f32::max` ran one element per
+/// compare, and quantising a decoding step's activations is serial work (rows too few to
+/// split) that left the other thread idle.
+fn abs_max(v: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            let a = x.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    lanes.iter().chain(tail).fold(0f32, |a, &x| a.max(x.abs()))
 }
 
 /// An activation applied in the epilogue, after the bias (saves a pass over fc1's output and
@@ -416,13 +441,10 @@ impl PackedI8 {
         let stride = self.groups * GROUP;
         let mut bytes = vec![0u8; m * stride];
         let mut scales = vec![0f32; m];
+        let wide = self.path.0 != I8Kind::Portable;
         let one = |q: &mut Vec<i8>, ((row, out), scale): ((&[f32], &mut [u8]), &mut f32)| {
             q.resize(stride, 0);
-            *scale = quantize_row(row, &mut q[..k], ACTIVATION_LIMIT);
-            let flip = if offset { 0x80 } else { 0 };
-            out.iter_mut()
-                .zip(q.iter())
-                .for_each(|(o, &v)| *o = (v as u8) ^ flip);
+            *scale = quantize_into(wide, row, q, out, offset);
         };
         if m * k < PARALLEL_QUANTIZE {
             let mut q = Vec::new();
@@ -438,6 +460,38 @@ impl PackedI8 {
         }
         (bytes, scales, stride)
     }
+}
+
+/// One row quantised into the first k values of `q` (zero past them: the padding) and then
+/// into `out` in the path's form, padding included; returns its scale. On an x86 path compiled for AVX2 (the same operations on
+/// wider vectors, so the same bits): it is serial work in a decoding step (too few rows to
+/// split), and the baseline build converted one value at a time.
+fn quantize_into(wide: bool, row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
+    #[inline(always)]
+    fn any(row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
+        let scale = quantize_row(row, &mut q[..row.len()], ACTIVATION_LIMIT);
+        let flip = if offset { 0x80 } else { 0 };
+        for (o, &v) in out.iter_mut().zip(q.iter()) {
+            *o = (v as u8) ^ flip;
+        }
+        scale
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU runs AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
+            any(row, q, out, offset)
+        }
+        if wide {
+            // SAFETY: `wide` is set only for x86 paths other than the portable one, which are
+            // only built after detecting AVX2.
+            return unsafe { avx2(row, q, out, offset) };
+        }
+    }
+    let _ = wide;
+    any(row, q, out, offset)
 }
 
 /// One call's shared inputs.
@@ -832,5 +886,44 @@ impl candle_core::CustomOp1 for Op<'_> {
         let (m, _) = l.shape().dims2()?;
         let y = self.0.matmul_with(x, m, self.1)?;
         Ok((CpuStorage::F32(y), Shape::from_dims(&[m, self.0.n])))
+    }
+}
+
+#[cfg(test)]
+mod quantize_tests {
+    use super::{abs_max, round_to_i8};
+
+    /// The bit trick equals rounding half to even, clamping and casting, for ties, bounds,
+    /// infinities and NaN, at both weight limits.
+    #[test]
+    fn round_to_i8_equals_round_clamp_cast() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let special = [
+            0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 62.5, 63.5, 126.5, 127.5, 128.0,
+        ];
+        let odd = [-1e9, 1e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        let random = (0..10_000).map(|_| rng.f32() * 300.0 - 150.0);
+        for v in special.into_iter().chain(odd).chain(random) {
+            for lim in [63.0, 127.0] {
+                let want = v.round_ties_even().clamp(-lim, lim) as i8;
+                assert_eq!(round_to_i8(v, lim), want, "{v} at {lim}");
+            }
+        }
+    }
+
+    /// The lane fold equals the plain fold over `f32::max`, NaN ignored, at every tail length.
+    #[test]
+    fn abs_max_equals_a_max_fold() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for len in [0, 1, 15, 16, 17, 33, 512] {
+            let mut v: Vec<f32> = (0..len).map(|_| rng.f32() * 8.0 - 4.0).collect();
+            let fold = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            assert_eq!(abs_max(&v), fold(&v), "len {len}");
+            for i in (0..len).step_by(5) {
+                v[i] = f32::NAN;
+            }
+            assert_eq!(abs_max(&v), fold(&v), "len {len} with NaN");
+        }
+        assert_eq!(abs_max(&[1.0, f32::NEG_INFINITY]), f32::INFINITY);
     }
 }
