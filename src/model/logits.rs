@@ -93,15 +93,21 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
     }
 }
 
-/// Index of the first maximum (torch.argmax picks the first on ties).
+/// Index of the first maximum (torch.argmax picks the first on ties), NaN ignored; 0 for an
+/// empty or all-NaN row. Two vectorised passes (the maximum, then the first chunk holding it):
+/// a scalar compare-and-index loop over a 62 834-word vocabulary was 4.5 % of a batched
+/// greedy step.
 pub(crate) fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
+    let max = row_max(row);
+    let mut at = 0;
+    for c in row.chunks(LANES) {
+        // A branch-free test per chunk, so it vectorises; the scan stops at the first hit.
+        if c.iter().fold(false, |hit, &x| hit | (x == max)) {
+            return at + c.iter().position(|&x| x == max).unwrap_or(0);
         }
+        at += c.len();
     }
-    best
+    0
 }
 
 /// Lanes of the running maxima in [`row_max`] and the beam scan's chunks.
@@ -143,5 +149,35 @@ mod tests {
             assert_eq!(row_max(&row), fold(&row), "len {len} with NaN");
         }
         assert_eq!(row_max(&[f32::NAN; 20]), f32::NEG_INFINITY);
+    }
+
+    /// The first maximum, as a plain scan finds it, NaN skipped.
+    #[test]
+    fn argmax_is_the_first_maximum() {
+        let plain = |r: &[f32]| {
+            let mut best: Option<usize> = None;
+            for (i, &x) in r.iter().enumerate() {
+                if !x.is_nan() && best.is_none_or(|b| x > r[b]) {
+                    best = Some(i);
+                }
+            }
+            best.unwrap_or(0)
+        };
+        let mut rng = fastrand::Rng::with_seed(11);
+        for len in [0, 1, 15, 16, 17, 33, 500, 62_834] {
+            // Few distinct values, so ties across and within chunks are common.
+            let mut row: Vec<f32> = (0..len).map(|_| rng.u8(0..40) as f32).collect();
+            assert_eq!(argmax(&row), plain(&row), "len {len}");
+            for i in (0..len).step_by(7) {
+                row[i] = f32::NAN;
+            }
+            assert_eq!(argmax(&row), plain(&row), "len {len} with NaN");
+            if len > 0 {
+                row[len - 1] = f32::INFINITY;
+                assert_eq!(argmax(&row), len - 1, "len {len}, +inf last");
+            }
+        }
+        assert_eq!(argmax(&[f32::NAN; 20]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 20]), 0);
     }
 }

@@ -62,7 +62,8 @@ impl std::fmt::Display for ComputeType {
     }
 }
 
-/// Which int8 kernel family this CPU runs (`avx512-vnni`, `avx-vnni`, `avx2` or `portable`).
+/// Which int8 kernel family this CPU runs (`amx`, `avx512-vnni`, `avx-vnni`, `avx2` or
+/// `portable`).
 pub fn int8_kernel() -> &'static str {
     kernels::I8Path::detect().name()
 }

@@ -14,6 +14,9 @@
 //! code everywhere, so a path gives the bits of the portable path on the same quantised weights
 //! (tested on every path the CPU runs):
 //!
+//! - AMX (Sapphire Rapids and later): `tdpbusd` tile products on the same packed panels and
+//!   `x + 128` activations, for row tiles of 4 to 16 rows; smaller ones take the AVX-512 VNNI
+//!   kernel (see [`amx`], with the measurements).
 //! - AVX-512 VNNI: `vpdpbusd` multiplies u8 × i8 and adds groups of 4 into i32 without
 //!   intermediate saturation. Activations go in as `x + 128` (u8); the `128 · Σ_k W_jk` this
 //!   adds is precomputed per column at load and the accumulators start from its negation.
@@ -55,8 +58,8 @@
 //!
 //! Profiling also removed a libm `rintf` call per activation (6 %, now an add/subtract of
 //! 1.5·2²³), a `memcpy` per output row (10 %) and candle's SiLU dispatch (6 %, now fused into
-//! fc1's epilogue). The VNNI paths were not executed on this machine (no such CPU here): they
-//! are tested wherever the CPU has them.
+//! fc1's epilogue). The VNNI and AMX paths were first executed on a 2-core Xeon with AVX-512
+//! VNNI, AVX-VNNI and AMX-INT8, where the kernel tests ran all five paths bit-identical.
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
@@ -78,7 +81,7 @@ const GROUP_BYTES: usize = PANEL * GROUP;
 const K_GROUPS: usize = 256;
 
 /// Largest row tile of any path.
-const MAX_TILE: usize = 8;
+const MAX_TILE: usize = 16;
 
 /// Rows of `x` handled per pass over the weights, so their quantised copy stays in L2.
 const ROW_CHUNK: usize = 128;
@@ -96,6 +99,10 @@ enum I8Kind {
     AvxVnni,
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AMX tile products for row tiles of at least [`amx::MIN_ROWS`] rows, AVX-512 VNNI for
+    /// smaller ones (so built only where both run).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 /// Proof that this CPU runs an int8 kernel family.
@@ -121,6 +128,9 @@ impl I8Path {
                 && is_x86_feature_detected!("avx512vnni")
             {
                 out.push(Self(I8Kind::Avx512Vnni));
+                if amx::available() {
+                    out.push(Self(I8Kind::Amx));
+                }
             }
         }
         out
@@ -136,7 +146,8 @@ impl I8Path {
                 Some("portable") => &["portable"],
                 Some("avx2") => &["portable", "avx2"],
                 Some("avx-vnni") => &["portable", "avx2", "avx-vnni"],
-                _ => &["portable", "avx2", "avx-vnni", "avx512-vnni"],
+                Some("avx512-vnni" | "avx512") => &["portable", "avx2", "avx-vnni", "avx512-vnni"],
+                _ => &["portable", "avx2", "avx-vnni", "avx512-vnni", "amx"],
             };
             all.into_iter()
                 .rfind(|p| allowed.contains(&p.name()))
@@ -153,6 +164,8 @@ impl I8Path {
             I8Kind::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
             I8Kind::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Amx => "amx",
         }
     }
 
@@ -167,6 +180,8 @@ impl I8Path {
             I8Kind::AvxVnni => 6,
             #[cfg(target_arch = "x86_64")]
             I8Kind::Avx512Vnni => 8,
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Amx => 16,
         }
     }
 
@@ -176,7 +191,7 @@ impl I8Path {
         match self.0 {
             I8Kind::Portable => false,
             #[cfg(target_arch = "x86_64")]
-            I8Kind::Avx2 | I8Kind::AvxVnni | I8Kind::Avx512Vnni => true,
+            I8Kind::Avx2 | I8Kind::AvxVnni | I8Kind::Avx512Vnni | I8Kind::Amx => true,
         }
     }
 
@@ -680,8 +695,22 @@ fn block(
         I8Kind::Avx512Vnni => unsafe {
             by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, Panel { w: panel, comp }, s, tile))
         },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Amx is only built after `amx::available()` and the AVX-512 VNNI check;
+        // rows ≤ 16 (its tile) and bounds asserted above.
+        I8Kind::Amx => unsafe {
+            let p = Panel { w: panel, comp };
+            if rows >= amx::MIN_ROWS {
+                amx::block(rows, x, p, s, tile)
+            } else {
+                by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, p, s, tile))
+            }
+        },
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
 
 #[cfg(target_arch = "x86_64")]
 use {

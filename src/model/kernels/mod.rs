@@ -5,7 +5,7 @@
 //!   bits. Each output is one chain of FMAs over k in order, like BLAS, so f32 parity with
 //!   PyTorch stays within its own rounding.
 //! - [`gemm_i8`]: the same product on int8 weights (symmetric, per output row, f32 scales) and
-//!   activations quantised per row on the fly, accumulated exactly in i32: AVX-512 VNNI,
+//!   activations quantised per row on the fly, accumulated exactly in i32: AMX, AVX-512 VNNI,
 //!   AVX-VNNI, AVX2 (7-bit weights) and a portable path that gives each one's bits (see its
 //!   module doc).
 //! - [`attention`]: one decoding step's attention (q·Kᵀ, softmax, ·V per row and head) over the
@@ -139,7 +139,7 @@ pub(crate) fn cpu_slice<T: candle_core::WithDType, R>(
 }
 
 /// `TARJAMA_KERNEL_ISA` names the widest kernel family to use (`portable`, `avx2`,
-/// `avx-vnni`, `avx512`): it can only narrow what the CPU offers, so tests and comparisons can
+/// `avx-vnni`, `avx512`, `amx`; int8 also takes `avx512-vnni`, the same as `avx512`): it can only narrow what the CPU offers, so tests and comparisons can
 /// run a slower path on a fast machine; unset or unknown, the widest the CPU runs.
 pub(crate) fn isa_cap() -> Option<String> {
     std::env::var("TARJAMA_KERNEL_ISA")
