@@ -410,8 +410,8 @@ impl AttentionShape {
             /// The CPU runs AVX2.
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn avx2<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
-                if s.hd == ONE_ROW && io.q.len() == ONE_ROW {
-                    one_query(s, io)
+                if s.hd == ONE_ROW {
+                    heads_of_64(s, io)
                 } else {
                     s.heads(io)
                 }
@@ -517,18 +517,18 @@ fn softmax_rows(scores: &mut [f32], sums: &mut [f32], len: usize) {
     }
 }
 
-/// [`AttentionShape::heads`] for one query of [`ONE_ROW`] columns (every self-attention row,
-/// every greedy row: most of a decoding step's attention), written out for AVX2: the query and
-/// the weighted sums stay in registers and each key and value is widened (F16C) straight into
-/// the products instead of through a buffer (the generic build spent a third of its time
-/// storing and reloading them). The same operations in the same order as [`dot`] and the
+/// [`AttentionShape::heads`] for heads of [`ONE_ROW`] columns (every model we serve), written
+/// out for AVX2: each key is widened (F16C) once into registers for all the queries, and each
+/// query's weighted sum of the values stays in registers across the steps, its values widened
+/// straight into the products (the generic build spent a third of its time storing and
+/// reloading widened rows and sums). The same operations in the same order as [`dot`] and the
 /// generic loops, so the same bits (tested against the portable build).
 ///
 /// # Safety
-/// The CPU runs AVX2 and F16C; `io.q` holds one query of `s.hd == ONE_ROW` values.
+/// The CPU runs AVX2 and F16C; `s.hd == ONE_ROW`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn one_query<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
+unsafe fn heads_of_64<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
     use std::arch::x86_64::*;
     let HeadIo {
         q,
@@ -538,33 +538,42 @@ unsafe fn one_query<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
         out,
         sums,
     } = io;
-    let q: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(q[8 * c..].as_ptr()));
+    let len = s.len;
     for (j, &at) in kv.steps.iter().enumerate() {
         let key = &kv.k[at..at + ONE_ROW];
-        let mut acc = _mm256_setzero_ps();
-        for (c, &qc) in q.iter().enumerate() {
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(qc, load8(key, c)));
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        let mut x = reduce(lanes, std::iter::empty::<f32>().sum()) * s.scale;
-        if let Some(m) = mask {
-            x += m[j];
-        }
-        scores[j] = x;
-    }
-    softmax_rows(scores, sums, s.len);
-    let mut acc = [_mm256_setzero_ps(); 8];
-    for (&at, &p) in kv.steps.iter().zip(scores.iter()) {
-        let value = &kv.v[at..at + ONE_ROW];
-        let p = _mm256_set1_ps(p);
-        for (c, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(p, load8(value, c)));
+        let key: [__m256; 8] = std::array::from_fn(|c| load8(key, c));
+        for (i, qi) in q.chunks_exact(ONE_ROW).enumerate() {
+            let mut acc = _mm256_setzero_ps();
+            for (c, &kc) in key.iter().enumerate() {
+                acc = _mm256_add_ps(
+                    acc,
+                    _mm256_mul_ps(_mm256_loadu_ps(qi[8 * c..].as_ptr()), kc),
+                );
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            let mut x = reduce(lanes, std::iter::empty::<f32>().sum()) * s.scale;
+            if let Some(m) = mask {
+                x += m[j];
+            }
+            scores[i * len + j] = x;
         }
     }
-    let sum = _mm256_set1_ps(sums[0]);
-    for (c, a) in acc.iter().enumerate() {
-        _mm256_storeu_ps(out[8 * c..8 * c + 8].as_mut_ptr(), _mm256_div_ps(*a, sum));
+    softmax_rows(scores, sums, len);
+    let weights = scores.chunks_exact(len.max(1));
+    for ((o, w), &sum) in out.chunks_exact_mut(ONE_ROW).zip(weights).zip(sums.iter()) {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (&at, &p) in kv.steps.iter().zip(w) {
+            let value = &kv.v[at..at + ONE_ROW];
+            let p = _mm256_set1_ps(p);
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(p, load8(value, c)));
+            }
+        }
+        let sum = _mm256_set1_ps(sum);
+        for (c, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o[8 * c..8 * c + 8].as_mut_ptr(), _mm256_div_ps(*a, sum));
+        }
     }
 }
 
