@@ -24,7 +24,7 @@ pub(crate) fn sum_exp_shifted(row: &[f32], max: f32) -> f64 {
 #[cfg(target_arch = "x86_64")]
 fn wide_exp() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| super::F32Path::detect().is_some_and(|p| p.name() == "avx512"))
+    *WIDE.get_or_init(|| super::F32Path::detect().is_some_and(|p| p.is_avx512()))
 }
 
 /// `row[i] = exp(row[i] − max)` in place; returns the sum (f32, in lanes of eight when

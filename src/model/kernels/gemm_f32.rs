@@ -98,6 +98,16 @@ impl F32Path {
         }
     }
 
+    /// Whether this path runs AVX-512F (besides AVX2 and FMA).
+    pub(crate) fn is_avx512(self) -> bool {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            F32Kind::Avx2 => false,
+            #[cfg(target_arch = "x86_64")]
+            F32Kind::Avx512 => true,
+        }
+    }
+
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn name(self) -> &'static str {
         match self.0 {
