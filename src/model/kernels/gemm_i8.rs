@@ -185,6 +185,16 @@ impl I8Path {
         }
     }
 
+    /// Panels summed together per pass over a row tile (AMX shares each activation tile
+    /// across them).
+    fn panel_group(self) -> usize {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            I8Kind::Amx => amx::PANELS,
+            _ => 1,
+        }
+    }
+
     /// Whether the kernel takes activations as `x + 128` (u8), the offset cancelled by the
     /// weights' column compensation; else as i8.
     fn offset_activations(self) -> bool {
@@ -558,19 +568,19 @@ impl Job<'_> {
     #[inline(always)]
     fn panels_any(&self, p0: usize, p1: usize, out: OutPtr) {
         let pk = self.packed;
-        let (m, n, groups) = (self.m, pk.n, pk.groups);
+        let (m, groups) = (self.m, pk.groups);
         let tr = pk.path.tile_rows();
         // Rows split as evenly as the tile allows (16 rows in tiles of 5 are 4 × 4, not
         // 5 + 5 + 5 + 1: a one-row tile costs a whole tile's weight loads).
         let blocks = m.div_ceil(tr);
         let span = |blk: usize| (blk * m / blocks, (blk + 1) * m / blocks - blk * m / blocks);
-        let mut tiles = vec![[[0i32; PANEL]; MAX_TILE]; blocks];
-        for p in p0..p1 {
-            let panel = &pk.w[p * groups * GROUP_BYTES..(p + 1) * groups * GROUP_BYTES];
-            let comp = &pk.comp[p * PANEL..(p + 1) * PANEL];
+        let group = pk.path.panel_group();
+        let mut tiles = vec![[[0i32; PANEL]; MAX_TILE]; blocks * group];
+        for p in (p0..p1).step_by(group) {
+            let q = group.min(p1 - p);
             for g0 in (0..groups).step_by(K_GROUPS) {
                 let g1 = (g0 + K_GROUPS).min(groups);
-                for (blk, tile) in tiles.iter_mut().enumerate() {
+                for blk in 0..blocks {
                     let (r0, rows) = span(blk);
                     let x = &self.x[r0 * self.stride..(r0 + rows) * self.stride];
                     let part = KBlock {
@@ -580,40 +590,90 @@ impl Job<'_> {
                         fresh: g0 == 0,
                         prefetch: blk == 0,
                     };
-                    block(pk.path, rows, x, panel, comp, part, tile);
+                    let tiles = &mut tiles[blk * group..blk * group + q];
+                    pk.sum_panels(p, rows, x, part, tiles);
                 }
             }
-            // Shared epilogue: the same f32 operations whatever path summed.
-            let c0 = p * PANEL;
-            let cols = PANEL.min(n - c0);
-            // Scales and bias are padded to whole panels (zeros past n).
-            let mut sw16 = [0f32; PANEL];
-            let mut b16 = [0f32; PANEL];
-            sw16.copy_from_slice(&pk.scales[c0..c0 + PANEL]);
-            b16.copy_from_slice(&pk.bias[c0..c0 + PANEL]);
-            for (blk, tile) in tiles.iter().enumerate() {
-                let (r0, rows) = span(blk);
-                for (dr, acc) in tile.iter().enumerate().take(rows) {
-                    let sx = self.xs[r0 + dr];
-                    // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
-                    // which may be uninitialised (hence raw writes, no reference to it); this
-                    // task is the only writer of panel p's columns.
-                    let dst = unsafe { out.0.add((r0 + dr) * n + c0) };
-                    let mut vals = [0f32; PANEL];
-                    for c in 0..PANEL {
-                        vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
-                    }
-                    // One loop per activation, so each vectorises (no libm call, no branch).
-                    match self.act {
-                        Epilogue::None => {}
-                        Epilogue::Silu => vals.iter_mut().for_each(|v| *v = exp::silu(*v)),
-                        Epilogue::Relu => vals.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        Epilogue::Gelu => vals.iter_mut().for_each(|v| *v = exp::gelu(*v)),
-                    }
-                    // SAFETY: as above.
-                    unsafe { store_panel(dst, cols, vals) };
-                }
+            for j in 0..q {
+                let sums = (0..blocks).map(|blk| (span(blk), &tiles[blk * group + j]));
+                self.epilogue(p + j, sums, out);
             }
+        }
+    }
+
+    /// Shared epilogue of panel `p`: the same f32 operations whatever path summed. `sums`
+    /// gives each row block's (first row, rows) and its tile of i32 sums.
+    #[inline(always)]
+    fn epilogue<'t>(
+        &self,
+        p: usize,
+        sums: impl Iterator<Item = ((usize, usize), &'t Tile)>,
+        out: OutPtr,
+    ) {
+        let (pk, n) = (self.packed, self.packed.n);
+        let c0 = p * PANEL;
+        let cols = PANEL.min(n - c0);
+        // Scales and bias are padded to whole panels (zeros past n).
+        let mut sw16 = [0f32; PANEL];
+        let mut b16 = [0f32; PANEL];
+        sw16.copy_from_slice(&pk.scales[c0..c0 + PANEL]);
+        b16.copy_from_slice(&pk.bias[c0..c0 + PANEL]);
+        for ((r0, rows), tile) in sums {
+            for (dr, acc) in tile.iter().enumerate().take(rows) {
+                let sx = self.xs[r0 + dr];
+                // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
+                // which may be uninitialised (hence raw writes, no reference to it); this
+                // task is the only writer of panel p's columns.
+                let dst = unsafe { out.0.add((r0 + dr) * n + c0) };
+                let mut vals = [0f32; PANEL];
+                for c in 0..PANEL {
+                    vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
+                }
+                // One loop per activation, so each vectorises (no libm call, no branch).
+                match self.act {
+                    Epilogue::None => {}
+                    Epilogue::Silu => vals.iter_mut().for_each(|v| *v = exp::silu(*v)),
+                    Epilogue::Relu => vals.iter_mut().for_each(|v| *v = v.max(0.0)),
+                    Epilogue::Gelu => vals.iter_mut().for_each(|v| *v = exp::gelu(*v)),
+                }
+                // SAFETY: as above.
+                unsafe { store_panel(dst, cols, vals) };
+            }
+        }
+    }
+}
+
+impl PackedI8 {
+    /// Panel `p` (16 columns of weights) and its compensation.
+    fn panel(&self, p: usize) -> (&[i8], &[i32]) {
+        let bytes = self.groups * GROUP_BYTES;
+        (
+            &self.w[p * bytes..(p + 1) * bytes],
+            &self.comp[p * PANEL..(p + 1) * PANEL],
+        )
+    }
+
+    /// `rows` rows of `x` times panels p..p+tiles.len(), summed into one tile each: AMX tile
+    /// products share each tile of activations across the panels (up to four, so it is read
+    /// from L2 a quarter as often); every other path takes the panels one at a time.
+    #[inline(always)]
+    fn sum_panels(&self, p: usize, rows: usize, x: &[u8], s: KBlock, tiles: &mut [Tile]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.path.0 == I8Kind::Amx && rows >= amx::MIN_ROWS {
+            let mut panels = [Panel { w: &[], comp: &[] }; amx::PANELS];
+            for (j, slot) in panels.iter_mut().enumerate().take(tiles.len()) {
+                let (w, comp) = self.panel(p + j);
+                check_block(self.path, rows, x, w, comp, s);
+                *slot = Panel { w, comp };
+            }
+            assert!(tiles.len() <= amx::PANELS, "int8 block: too many panels");
+            // SAFETY: Amx is only built after `amx::available()`; rows ≤ 16 (its tile),
+            // at most four panels, and every panel's bounds checked above.
+            return unsafe { amx::block(rows, x, &panels[..tiles.len()], s, tiles) };
+        }
+        for (j, tile) in tiles.iter_mut().enumerate() {
+            let (w, comp) = self.panel(p + j);
+            block(self.path, rows, x, w, comp, s, tile);
         }
     }
 }
@@ -679,14 +739,7 @@ fn block(
     s: KBlock,
     tile: &mut Tile,
 ) {
-    assert!(
-        rows <= path.tile_rows()
-            && x.len() >= rows * s.stride
-            && s.stride >= s.g1 * GROUP
-            && panel.len() >= s.g1 * GROUP_BYTES
-            && comp.len() == PANEL,
-        "int8 block: inconsistent shapes"
-    );
+    check_block(path, rows, x, panel, comp, s);
     match path.0 {
         I8Kind::Portable => portable(rows, x, panel, s, tile),
         #[cfg(target_arch = "x86_64")]
@@ -712,12 +765,26 @@ fn block(
         I8Kind::Amx => unsafe {
             let p = Panel { w: panel, comp };
             if rows >= amx::MIN_ROWS {
-                amx::block(rows, x, p, s, tile)
+                amx::block(rows, x, &[p], s, std::slice::from_mut(tile))
             } else {
                 by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, p, s, tile))
             }
         },
     }
+}
+
+/// What every kernel relies on: at most a tile of rows, each holding groups up to g1, and a
+/// panel of weights up to g1 with its 16 compensations.
+#[inline(always)]
+fn check_block(path: I8Path, rows: usize, x: &[u8], panel: &[i8], comp: &[i32], s: KBlock) {
+    assert!(
+        rows <= path.tile_rows()
+            && x.len() >= rows * s.stride
+            && s.stride >= s.g1 * GROUP
+            && panel.len() >= s.g1 * GROUP_BYTES
+            && comp.len() == PANEL,
+        "int8 block: inconsistent shapes"
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
