@@ -13,7 +13,8 @@
 //!   states once per head), optionally writing the weights' mean over heads (the alignment);
 //!   and the cache gather that materialises it.
 //! - [`sequence_attention`]: the encoder's full-sequence self-attention, from the fused q/k/v
-//!   projection to merged heads, keys and values packed once per head, scores in scratch.
+//!   projection to merged heads, keys and values packed once per head, scores in scratch;
+//!   AVX2/FMA and AVX-512 panel products with the same bits.
 //! - [`layer_norm`]: two-pass layer norm.
 //! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary, the
 //!   encoder's attention softmax, and the int8 epilogue's SiLU and GELU.
@@ -28,13 +29,14 @@
 //! [`F32Path`] exists (the type is then uninhabited), so no packed f32 weight can exist and
 //! nothing can return a buffer a kernel did not write.
 //!
-//! # Measured (2-core AMD EPYC, AVX2+FMA, no AVX-512; opus-mt-ar-en shapes, 2 threads)
+//! # Measured (opus-mt-ar-en shapes, 2 threads, `bench/int8_rounds.py`, medians of 3)
 //!
-//! int8 over f32, end to end (`bench/int8_rounds.py`, medians of 3): 1.73× greedy batch 16,
-//! 1.62× beam 4 batch 16, 2.64× greedy batch 1; against CTranslate2 int8 1.41×, 1.34×, 2.10×
-//! (the previous run 1.33×, 1.42×, 2.34×); the distilbart-shaped summary job 1.26–1.71×
-//! CTranslate2 int8, median 1.66, both timed as a warm-up then the best of 3 (see `gemm_f32`,
-//! `gemm_i8`, `sequence_attention`, and README's "int8").
+//! 2-core Intel Xeon with AMX (the AMX path): int8 against CTranslate2 int8 (itself on AMX)
+//! 1.58× greedy batch 16, 1.84× beam 4 batch 16, 2.24× greedy batch 1; over f32 3.56×,
+//! 3.34×, 3.28×; the distilbart-shaped summary job 1.06–1.33× CTranslate2 int8 (short of
+//! the 1.5× aimed at). 2-core AMD EPYC Zen 3 (AVX2 only): 1.41×, 1.34×, 2.10× CTranslate2
+//! int8, 1.73×, 1.62×, 2.64× f32; the summary job 1.26–1.71×, median 1.66. See `gemm_f32`,
+//! `gemm_i8`, `gemm_i8::amx`, `sequence_attention`, and README's "int8".
 //!
 //! # Testing every path
 //!
