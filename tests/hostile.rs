@@ -294,7 +294,10 @@ async fn unknown_methods_share_one_metrics_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_calls_are_counted() {
     let _serial = SERIAL.lock().await;
-    let server = server_with(|_| {}).await;
+    // One sentence per batch: the call below is 32 batches in a row, far longer than the
+    // 100 ms before it is dropped even in a release build on a fast CPU (8 sentences in one
+    // batch finished first there).
+    let server = server_with(|a| a.engine.max_batch_size = 1).await;
     let metrics = server.metrics_addr.unwrap();
     let cancelled = |text: &str| {
         sample(
@@ -306,7 +309,7 @@ async fn cancelled_calls_are_counted() {
     };
     let before = cancelled(&scrape(metrics).await);
     let mut client = server.client().await;
-    let long = [SENTENCE; 8].join("\n");
+    let long = [SENTENCE; 32].join("\n");
     let call = tokio::spawn(async move {
         client
             .translate(translate(&[("a", &long)], greedy(60)))
