@@ -392,10 +392,12 @@ mod zmm {
     ) {
         let stride = out.len() / BLOCK;
         let rows: [&[f32]; R] = std::array::from_fn(|r| c.row(r));
-        let all: Vec<&[f32]> = panels.panels().collect();
+        let panel_len = panels.depth * PANEL;
         let mut p = 0;
-        for pair in all.chunks(2) {
-            let (first, second) = (pair[0], pair.get(1).copied());
+        for pair in panels.data.chunks(2 * panel_len) {
+            let (first, second) = pair.split_at(panel_len.min(pair.len()));
+            let second = (!second.is_empty()).then_some(second);
+            let pair_len = 1 + usize::from(second.is_some());
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             for s in 0..c.len {
                 let v0 = _mm512_loadu_ps(first[s * PANEL..].as_ptr());
@@ -410,12 +412,12 @@ mod zmm {
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
-                for (half, a) in acc.iter().enumerate().take(pair.len()) {
+                for (half, a) in acc.iter().enumerate().take(pair_len) {
                     let at = r * stride + (p + half) * PANEL;
                     _mm512_storeu_ps(out[at..at + PANEL].as_mut_ptr(), *a);
                 }
             }
-            p += pair.len();
+            p += pair_len;
         }
     }
 }
