@@ -552,6 +552,7 @@ unsafe fn heads_of_64<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
             }
             let mut lanes = [0f32; 8];
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+            // `dot`'s reduction, with the empty tail it sums for 64 columns.
             let mut x = reduce(lanes, std::iter::empty::<f32>().sum()) * s.scale;
             if let Some(m) = mask {
                 x += m[j];

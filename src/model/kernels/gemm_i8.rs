@@ -660,13 +660,13 @@ impl PackedI8 {
     fn sum_panels(&self, p: usize, rows: usize, x: &[u8], s: KBlock, tiles: &mut [Tile]) {
         #[cfg(target_arch = "x86_64")]
         if self.path.0 == I8Kind::Amx && rows >= amx::MIN_ROWS {
+            assert!(tiles.len() <= amx::PANELS, "int8 block: too many panels");
             let mut panels = [Panel { w: &[], comp: &[] }; amx::PANELS];
             for (j, slot) in panels.iter_mut().enumerate().take(tiles.len()) {
                 let (w, comp) = self.panel(p + j);
                 check_block(self.path, rows, x, w, comp, s);
                 *slot = Panel { w, comp };
             }
-            assert!(tiles.len() <= amx::PANELS, "int8 block: too many panels");
             // SAFETY: Amx is only built after `amx::available()`; rows ≤ 16 (its tile),
             // at most four panels, and every panel's bounds checked above.
             return unsafe { amx::block(rows, x, &panels[..tiles.len()], s, tiles) };
@@ -760,15 +760,12 @@ fn block(
             by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, Panel { w: panel, comp }, s, tile))
         },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Amx is only built after `amx::available()` and the AVX-512 VNNI check;
+        // SAFETY: Amx is only built after the AVX-512 VNNI check (and `amx::available()`);
         // rows ≤ 16 (its tile) and bounds asserted above.
         I8Kind::Amx => unsafe {
-            let p = Panel { w: panel, comp };
-            if rows >= amx::MIN_ROWS {
-                amx::block(rows, x, &[p], s, std::slice::from_mut(tile))
-            } else {
-                by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, p, s, tile))
-            }
+            // Row tiles of at least `amx::MIN_ROWS` rows take tile products in
+            // `PackedI8::sum_panels`; smaller ones come here, to the VNNI kernel.
+            by_rows!(rows, 8, 7, 6, 5, 4, 3, 2; block_avx512(x, Panel { w: panel, comp }, s, tile))
         },
     }
 }

@@ -182,45 +182,36 @@ pub(super) unsafe fn block(rows: usize, x: &[u8], panels: &[Panel], s: KBlock, t
         ));
     }
     let xp = x.as_ptr();
+    // Groups g..end: activations into tile $a, then each panel's weights into $b and their
+    // product into the panel's sum tile. Tile names must be literals in the asm, hence a macro.
+    macro_rules! products {
+        ($a:literal, $b:literal, $g:expr, $end:expr) => {{
+            let (g, end) = ($g, $end);
+            asm!(
+                concat!("tileloadd ", $a, ", [{a}+{sa}*1]"),
+                a = in(reg) xp.add(g * GROUP),
+                sa = in(reg) s.stride,
+                options(nostack, readonly),
+            );
+            for (j, p) in panels.iter().enumerate() {
+                let wp = p.w.as_ptr();
+                (g..end).for_each(|g| super::prefetch_ahead(wp, s, g));
+                with_sum_tile!(j, t => asm!(
+                    concat!("tileloadd ", $b, ", [{b}+{sb}*1]"),
+                    concat!("tdpbusd ", t!(), ", ", $a, ", ", $b),
+                    b = in(reg) wp.add(g * GROUP_BYTES),
+                    sb = in(reg) GROUP_BYTES,
+                    options(nostack, readonly),
+                ));
+            }
+        }};
+    }
     for i in 0..chunks {
         let g = s.g0 + i * CHUNK;
-        asm!(
-            "tileloadd tmm4, [{a}+{sa}*1]",
-            a = in(reg) xp.add(g * GROUP),
-            sa = in(reg) s.stride,
-            options(nostack, readonly),
-        );
-        for (j, p) in panels.iter().enumerate() {
-            let wp = p.w.as_ptr();
-            (g..g + CHUNK).for_each(|g| super::prefetch_ahead(wp, s, g));
-            with_sum_tile!(j, t => asm!(
-                "tileloadd tmm5, [{b}+{sb}*1]",
-                concat!("tdpbusd ", t!(), ", tmm4, tmm5"),
-                b = in(reg) wp.add(g * GROUP_BYTES),
-                sb = in(reg) GROUP_BYTES,
-                options(nostack, readonly),
-            ));
-        }
+        products!("tmm4", "tmm5", g, g + CHUNK);
     }
     if rem > 0 {
-        let g = s.g0 + chunks * CHUNK;
-        asm!(
-            "tileloadd tmm6, [{a}+{sa}*1]",
-            a = in(reg) xp.add(g * GROUP),
-            sa = in(reg) s.stride,
-            options(nostack, readonly),
-        );
-        for (j, p) in panels.iter().enumerate() {
-            let wp = p.w.as_ptr();
-            (g..s.g1).for_each(|g| super::prefetch_ahead(wp, s, g));
-            with_sum_tile!(j, t => asm!(
-                "tileloadd tmm7, [{b}+{sb}*1]",
-                concat!("tdpbusd ", t!(), ", tmm6, tmm7"),
-                b = in(reg) wp.add(g * GROUP_BYTES),
-                sb = in(reg) GROUP_BYTES,
-                options(nostack, readonly),
-            ));
-        }
+        products!("tmm6", "tmm7", s.g0 + chunks * CHUNK, s.g1);
     }
     for (j, tile) in tiles.iter_mut().enumerate().take(panels.len()) {
         let c = tile.as_mut_ptr().cast::<u8>();
