@@ -594,40 +594,30 @@ impl Job<'_> {
                     pk.sum_panels(p, rows, x, part, tiles);
                 }
             }
-            for j in 0..q {
-                let sums = (0..blocks).map(|blk| (span(blk), &tiles[blk * group + j]));
-                self.epilogue(p + j, sums, out);
+            for blk in 0..blocks {
+                let (r0, rows) = span(blk);
+                self.epilogue(p, r0, rows, &tiles[blk * group..blk * group + q], out);
             }
         }
     }
 
-    /// Shared epilogue of panel `p`: the same f32 operations whatever path summed. `sums`
-    /// gives each row block's (first row, rows) and its tile of i32 sums.
+    /// Shared epilogue of panels p..p+tiles.len() for rows r0..r0+rows (each tile holds
+    /// one panel's sums of those rows): the same f32 operations whatever path summed. Written
+    /// row by row across the panels, so each row's stores are contiguous.
     #[inline(always)]
-    fn epilogue<'t>(
-        &self,
-        p: usize,
-        sums: impl Iterator<Item = ((usize, usize), &'t Tile)>,
-        out: OutPtr,
-    ) {
+    fn epilogue(&self, p: usize, r0: usize, rows: usize, tiles: &[Tile], out: OutPtr) {
         let (pk, n) = (self.packed, self.packed.n);
-        let c0 = p * PANEL;
-        let cols = PANEL.min(n - c0);
-        // Scales and bias are padded to whole panels (zeros past n).
-        let mut sw16 = [0f32; PANEL];
-        let mut b16 = [0f32; PANEL];
-        sw16.copy_from_slice(&pk.scales[c0..c0 + PANEL]);
-        b16.copy_from_slice(&pk.bias[c0..c0 + PANEL]);
-        for ((r0, rows), tile) in sums {
-            for (dr, acc) in tile.iter().enumerate().take(rows) {
-                let sx = self.xs[r0 + dr];
-                // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
-                // which may be uninitialised (hence raw writes, no reference to it); this
-                // task is the only writer of panel p's columns.
-                let dst = unsafe { out.0.add((r0 + dr) * n + c0) };
+        for dr in 0..rows {
+            let sx = self.xs[r0 + dr];
+            for (j, tile) in tiles.iter().enumerate() {
+                let c0 = (p + j) * PANEL;
+                let cols = PANEL.min(n - c0);
+                // Scales and bias are padded to whole panels (zeros past n).
+                let (sw, b) = (&pk.scales[c0..c0 + PANEL], &pk.bias[c0..c0 + PANEL]);
+                let acc = &tile[dr];
                 let mut vals = [0f32; PANEL];
                 for c in 0..PANEL {
-                    vals[c] = acc[c] as f32 * (sx * sw16[c]) + b16[c];
+                    vals[c] = acc[c] as f32 * (sx * sw[c]) + b[c];
                 }
                 // One loop per activation, so each vectorises (no libm call, no branch).
                 match self.act {
@@ -636,8 +626,10 @@ impl Job<'_> {
                     Epilogue::Relu => vals.iter_mut().for_each(|v| *v = v.max(0.0)),
                     Epilogue::Gelu => vals.iter_mut().for_each(|v| *v = exp::gelu(*v)),
                 }
-                // SAFETY: as above.
-                unsafe { store_panel(dst, cols, vals) };
+                // SAFETY: row r0+dr < m and columns c0..c0+cols ≤ n of the (m, n) output,
+                // which may be uninitialised (hence raw writes, no reference to it); this
+                // task is the only writer of these panels' columns.
+                unsafe { store_panel(out.0.add((r0 + dr) * n + c0), cols, vals) };
             }
         }
     }
