@@ -339,22 +339,26 @@ impl CrossAttention {
         })
     }
 
-    /// Encoder states (B, S, d) -> (K, V), each (B, H, S, hd).
+    /// Encoder states (B, S, d) -> (K, V): keys in panels of 32 transposed per head,
+    /// (B, H, ⌈S / 32⌉, hd, 32), as the decode-step kernel reads them (see
+    /// `kernels::cross_attention`); values (B, H, S, hd).
     pub fn project_kv(&self, enc: &Tensor) -> Res<(Tensor, Tensor)> {
         let kv = self.kv.forward(enc)?;
         let k = split_heads(&kv.narrow(D::Minus1, 0, self.d)?, self.heads)?;
+        let k = kernels::cross_attention::pack_keys(&k)?;
         let v = split_heads(&kv.narrow(D::Minus1, self.d, self.d)?, self.heads)?;
         Ok((k, v))
     }
 
     /// `x` (R, T, d) decoder rows, `group` consecutive rows per source (T = 1 when
-    /// group > 1); `k`/`v` (R / group, H, S, hd): the group's queries attend together as one
+    /// group > 1); `kt` (keys in panels) and `v` (R / group, H, S, hd) from
+    /// [`Self::project_kv`]: the group's queries attend together as one
     /// (group x S) block. With `head_mean` (R·T × S), the attention weights averaged over the
     /// heads are written there (padding positions get exactly 0).
     pub fn forward(
         &self,
         x: &Tensor,
-        k: &Tensor,
+        kt: &Tensor,
         v: &Tensor,
         mask: &Tensor,
         group: usize,
@@ -365,10 +369,11 @@ impl CrossAttention {
         let scale = ((self.d / self.heads) as f64).powf(-0.5);
         if t == 1 && fast_attention(x) {
             let q = q.reshape((r, self.d))?;
-            let len = k.dim(2)?;
+            let len = v.dim(2)?;
             let rows = KvRows::Grouped(group.max(1));
             let scale = scale as f32;
-            let ctx = kernels::decode_attention(&q, k, v, len, rows, Some(mask), scale, head_mean)?;
+            let ctx =
+                kernels::decode_attention(&q, kt, v, len, rows, Some(mask), scale, head_mean)?;
             return self.out.forward(&ctx);
         }
         let q = if group <= 1 || t != 1 {
@@ -379,7 +384,8 @@ impl CrossAttention {
                 .transpose(1, 2)?
                 .contiguous()?
         };
-        let weights = attention_weights(&q, k, Some(mask), scale)?;
+        let k = kernels::cross_attention::unpack_keys(kt, v.dim(2)?)?;
+        let weights = attention_weights(&q, &k, Some(mask), scale)?;
         if let Some(out) = head_mean {
             write_head_mean(&weights, out)?;
         }

@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use half::f16;
 
+use super::cross_attention::{self, CrossHead};
 use super::{contiguous, cpu_slice, F32Path};
 
 /// Rows of a (B, H, cap, hd) cache buffer into a new (B', H, new_cap, hd) one: output row
@@ -171,7 +172,8 @@ unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
 #[derive(Clone, Copy)]
 pub(crate) enum KvRows<'a> {
     /// Row `r` reads cache row `r / group` at every step (cross-attention: the beams of one
-    /// input share its encoder states).
+    /// input share its encoder states), whose keys are in panels, (B, H, ⌈cap / 32⌉, hd, 32)
+    /// (see `cross_attention`).
     Grouped(usize),
     /// Row `r` reads step `j` from cache row `rows[r][j]` (self-attention under beam search,
     /// see `kv_cache::Ancestry`).
@@ -196,8 +198,21 @@ pub(crate) fn decode_attention(
     head_mean: Option<&mut [f32]>,
 ) -> candle_core::Result<Tensor> {
     let (rows, d) = q.dims2()?;
-    let (b, heads, cap, hd) = k.dims4()?;
-    if v.dims4()? != (b, heads, cap, hd) || heads * hd != d || len > cap {
+    let (b, heads, cap, hd) = v.dims4()?;
+    let keys_fit = match kv_rows {
+        KvRows::Grouped(_) => {
+            k.dims5()?
+                == (
+                    b,
+                    heads,
+                    cap.div_ceil(cross_attention::KEYS),
+                    hd,
+                    cross_attention::KEYS,
+                )
+        }
+        KvRows::Traced(_) => k.dims4()? == (b, heads, cap, hd),
+    };
+    if !keys_fit || heads * hd != d || len > cap {
         candle_core::bail!("decode attention: shape mismatch");
     }
     let rows_ok = match kv_rows {
@@ -369,6 +384,24 @@ impl AttentionShape {
             sums: vec![0f32; n],
         };
         let at = h * self.cap * hd;
+        if let KvRows::Grouped(group) = kv_rows {
+            let head_at = (members.start / group) * self.heads + h;
+            let keys = self.cap.div_ceil(cross_attention::KEYS) * cross_attention::KEYS * hd;
+            let at = head_at * self.cap * hd;
+            let head = CrossHead {
+                q: &queries,
+                kt: &inputs.k[head_at * keys..(head_at + 1) * keys],
+                v: &inputs.v[at..at + self.cap * hd],
+                mask: mask_row,
+                hd,
+                len,
+                scale: self.scale,
+            };
+            head.scores(&mut res.scores, self.wide);
+            head.softmax(&mut res.scores, &mut res.sums, self.wide);
+            head.values(&res.scores, &res.sums, &mut res.out, self.wide);
+            return res;
+        }
         let io = HeadIo {
             q: &queries,
             kv: Head {
@@ -393,7 +426,8 @@ impl AttentionShape {
     fn step_offsets(&self, kv_rows: KvRows, r: usize) -> Vec<usize> {
         let at = |row: usize, j: usize| (row * self.heads * self.cap + j) * self.hd;
         match kv_rows {
-            KvRows::Grouped(group) => (0..self.len).map(|j| at(r / group, j)).collect(),
+            // Read from the transposed keys' head instead (see `group_head`).
+            KvRows::Grouped(_) => Vec::new(),
             KvRows::Traced(t) => t[r][..self.len]
                 .iter()
                 .enumerate()
@@ -694,9 +728,12 @@ mod tests {
         let traced: Vec<Vec<u32>> = (0..6)
             .map(|r| (0..cap as u32).map(|j| (r + j) % 3).collect())
             .collect();
-        for (rows, mask) in [
-            (KvRows::Grouped(2), Some(mask.as_slice())),
-            (KvRows::Traced(&traced), None),
+        // Grouped rows read keys in panels (random values: only the bits of both builds
+        // are compared).
+        let panels = cache::<E>(&mut rng, b * heads * hd * cap.next_multiple_of(32));
+        for (rows, mask, k) in [
+            (KvRows::Grouped(2), Some(mask.as_slice()), &panels),
+            (KvRows::Traced(&traced), None, &k),
         ] {
             let run = |wide| {
                 let shape = AttentionShape {
@@ -710,7 +747,7 @@ mod tests {
                 let mut means = vec![0f32; 6 * len];
                 let inputs = StepInputs {
                     q: &q,
-                    k: &k,
+                    k,
                     v: &v,
                     kv_rows: rows,
                     mask,
@@ -725,26 +762,38 @@ mod tests {
         }
     }
 
-    /// Rows that share a pass over the cache (a group) get the bits they get alone: grouped
-    /// rows against the same steps named row by row (traced).
+    /// Grouped rows (cross-attention: keys transposed, one pass per group) and the same rows
+    /// one by one (traced) both give a plain softmax-weighted sum of the cached values.
     #[test]
-    fn grouped_rows_equal_the_same_rows_one_by_one() {
-        // 64: rows alone (traced) take the register-resident weighted sum, groups do not.
+    fn grouped_and_traced_rows_match_a_plain_reference() {
+        // 64: rows alone (traced) take the register-resident weighted sum; groups take
+        // `cross_attention`'s kernels.
         for hd in [16, ONE_ROW] {
-            grouped_equal_alone::<f32>(hd);
-            grouped_equal_alone::<f16>(hd);
+            grouped_and_traced_match::<f32>(hd);
+            grouped_and_traced_match::<f16>(hd);
         }
     }
 
-    /// Also against a plain softmax-weighted sum in f64 of the cached values (f16 caches
-    /// widen exactly, so the bound is f32 rounding's either way).
-    fn grouped_equal_alone<E: CacheElem>(hd: usize) {
+    /// Against a plain softmax-weighted sum in f64 of the cached values (f16 caches widen
+    /// exactly, so the bound is f32 rounding's either way).
+    fn grouped_and_traced_match<E: CacheElem>(hd: usize) {
         let (b, heads, cap, len) = (2, 3, 11, 9);
         let mut rng = fastrand::Rng::with_seed(3);
         let (k, v) = (
             cache::<E>(&mut rng, b * heads * cap * hd),
             cache::<E>(&mut rng, b * heads * cap * hd),
         );
+        // The same keys in panels per (row, head), as cross-attention caches them.
+        let (keys, panel) = (cross_attention::KEYS, cap.div_ceil(cross_attention::KEYS));
+        let mut kt = vec![E::zero(); b * heads * panel * hd * keys];
+        for head in 0..b * heads {
+            for j in 0..cap {
+                for c in 0..hd {
+                    let at = ((head * panel + j / keys) * hd + c) * keys + j % keys;
+                    kt[at] = k[(head * cap + j) * hd + c];
+                }
+            }
+        }
         // Seven rows in groups of four: the last group is short.
         let q = cache::<f32>(&mut rng, 7 * heads * hd);
         let traced: Vec<Vec<u32>> = (0..7).map(|r| vec![r / 4; cap]).collect();
@@ -757,22 +806,19 @@ mod tests {
                 scale: 0.25,
                 wide,
             };
-            let run = |rows| {
+            let run = |rows, k: &[E]| {
                 let mut means = vec![0f32; 7 * len];
                 let inputs = StepInputs {
                     q: &q,
-                    k: &k,
+                    k,
                     v: &v,
                     kv_rows: rows,
                     mask: None,
                 };
-                let out = shape.run(inputs, means.chunks_mut(len).map(Some).collect());
-                (out, means)
+                shape.run(inputs, means.chunks_mut(len).map(Some).collect())
             };
-            let (grouped, alone) = (run(KvRows::Grouped(4)), run(KvRows::Traced(&traced)));
-            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&grouped.0), bits(&alone.0));
-            assert_eq!(bits(&grouped.1), bits(&alone.1));
+            let grouped = run(KvRows::Grouped(4), &kt);
+            let alone = run(KvRows::Traced(&traced), &k);
             // And against a plain softmax-weighted sum.
             for r in 0..7 {
                 for h in 0..heads {
@@ -793,11 +839,13 @@ mod tests {
                             .map(|j| e[j] * v[base + j * hd + c].to_f64())
                             .sum::<f64>()
                             / z;
-                        let got = grouped.0[r * heads * hd + h * hd + c] as f64;
-                        assert!(
-                            (got - want).abs() < 1e-5,
-                            "row {r} head {h} [{c}]: {got} vs {want}"
-                        );
+                        for (what, out) in [("grouped", &grouped), ("traced", &alone)] {
+                            let got = out[r * heads * hd + h * hd + c] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-5,
+                                "{what} row {r} head {h} [{c}]: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }

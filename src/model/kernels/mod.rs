@@ -59,6 +59,7 @@ macro_rules! by_rows {
 }
 
 pub(crate) mod attention;
+pub(crate) mod cross_attention;
 pub(crate) mod exp;
 pub(crate) mod gemm_f32;
 pub(crate) mod gemm_i8;
