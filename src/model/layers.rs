@@ -281,7 +281,9 @@ impl SelfAttention {
         let key_mask = mask.is_none_or(|m| m.dims() == [b, 1, 1, t]);
         if fast_attention(x) && key_mask && kv == DType::F32 {
             let scale = self.scale() as f32;
-            let ctx = kernels::sequence_attention(&qkv, mask, self.heads, scale)?;
+            // The int8 engine's attention may round to bf16 (see the kernel).
+            let bf16 = matches!(self.qkv.kind, LinearKind::Int8 { .. });
+            let ctx = kernels::sequence_attention(&qkv, mask, self.heads, scale, bf16)?;
             return self.out.forward(&ctx);
         }
         let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.heads)?;

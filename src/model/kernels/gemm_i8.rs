@@ -777,7 +777,7 @@ fn check_block(path: I8Path, rows: usize, x: &[u8], panel: &[i8], comp: &[i32], 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(super) mod amx;
 
 #[cfg(target_arch = "x86_64")]
 use {

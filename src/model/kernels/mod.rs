@@ -59,6 +59,8 @@ macro_rules! by_rows {
 }
 
 pub(crate) mod attention;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod attention_bf16;
 pub(crate) mod cross_attention;
 pub(crate) mod exp;
 pub(crate) mod gemm_f32;

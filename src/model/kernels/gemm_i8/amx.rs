@@ -44,9 +44,16 @@ pub(super) const MIN_ROWS: usize = 4;
 /// and AMX-INT8 with the tile palette this code assumes (8 tiles of 16 rows × 64 bytes), and
 /// the OS granted this process the tile data state (Linux `arch_prctl`, without which the
 /// first tile load would fault).
-pub(super) fn available() -> bool {
+pub(in crate::model::kernels) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| cpu_has_amx_int8() && palette_fits() && request_permission())
+}
+
+/// Whether this CPU and OS also run AMX-BF16 tile products (`tdpbf16ps`), checked once.
+pub(in crate::model::kernels) fn bf16_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    // Leaf 7 EDX bit 22; leaf 7 exists when `available` holds.
+    *OK.get_or_init(|| available() && (__cpuid_count(7, 0).edx >> 22) & 1 == 1)
 }
 
 fn cpu_has_amx_int8() -> bool {
@@ -90,11 +97,12 @@ thread_local! {
 }
 
 /// Loads this thread's tile configuration for `rows` rows and `rem` groups after the last
-/// whole chunk, unless already loaded.
+/// whole chunk, unless already loaded. With `rows` 16 and `rem` 0 every tile is 16 rows of
+/// 64 bytes (what `attention_bf16` uses).
 ///
 /// # Safety
 /// [`available`] returned true; 1 ≤ rows ≤ 16; rem < 16.
-unsafe fn configure(rows: usize, rem: usize) {
+pub(in crate::model::kernels) unsafe fn configure(rows: usize, rem: usize) {
     let key = (rows as u8, rem as u8);
     if LOADED.get() == key {
         return;
@@ -113,6 +121,9 @@ unsafe fn configure(rows: usize, rem: usize) {
     if rem > 0 {
         set(6, rows, rem * GROUP);
         set(7, rem, GROUP_BYTES);
+    } else {
+        set(6, rows, ROW_BYTES);
+        set(7, CHUNK, ROW_BYTES);
     }
     asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
     LOADED.set(key);
