@@ -216,46 +216,6 @@ impl Head<'_> {
     }
 }
 
-/// Runs `$body` with `$c` naming sum tile `$j` (0..4) as an asm string literal.
-macro_rules! with_tile {
-    ($j:expr, $c:ident => $body:expr) => {
-        match $j {
-            0 => {
-                macro_rules! $c {
-                    () => {
-                        "tmm0"
-                    };
-                }
-                $body
-            }
-            1 => {
-                macro_rules! $c {
-                    () => {
-                        "tmm1"
-                    };
-                }
-                $body
-            }
-            2 => {
-                macro_rules! $c {
-                    () => {
-                        "tmm2"
-                    };
-                }
-                $body
-            }
-            _ => {
-                macro_rules! $c {
-                    () => {
-                        "tmm3"
-                    };
-                }
-                $body
-            }
-        }
-    };
-}
-
 /// Scores of queries q0..q0+16 against every key block into `s.scores` (16 rows of `keys`):
 /// tmm4/tmm5 hold the queries' columns 0..32 and 32..64, tmm6/tmm7 a key block's matching
 /// column pairs, tmm0–tmm3 four key blocks' sums.
@@ -281,7 +241,7 @@ unsafe fn scores(s: &mut Scratch, q0: usize, keys: usize) {
         for j in 0..4.min(blocks - b0) {
             // Column pairs 0..16, then 16..32, of key block b0 + j.
             let k = s.k.as_ptr().add((b0 + j) * HD / 2 * ROWS).cast::<u8>();
-            with_tile!(j, c => asm!(
+            with_sum_tile!(j, c => asm!(
                 concat!("tilezero ", c!()),
                 "tileloadd tmm6, [{k}+{stride}*1]",
                 concat!("tdpbf16ps ", c!(), ", tmm4, tmm6"),
@@ -294,7 +254,7 @@ unsafe fn scores(s: &mut Scratch, q0: usize, keys: usize) {
         }
         for j in 0..4.min(blocks - b0) {
             let at = out.add((b0 + j) * ROWS * 4);
-            with_tile!(j, c => asm!(
+            with_sum_tile!(j, c => asm!(
                 concat!("tilestored [{o}+{stride}*1], ", c!()),
                 o = in(reg) at,
                 stride = in(reg) keys * 4,
@@ -335,7 +295,7 @@ unsafe fn weighted_values(s: &Scratch, keys: usize, out: &mut [[f32; HD]; ROWS])
                 s.v.as_ptr()
                     .add(j * keys / 2 * ROWS + k0 / 2 * ROWS)
                     .cast::<u8>();
-            with_tile!(j, c => asm!(
+            with_sum_tile!(j, c => asm!(
                 "tileloadd tmm6, [{v}+{stride}*1]",
                 concat!("tdpbf16ps ", c!(), ", tmm4, tmm6"),
                 v = in(reg) v,
@@ -346,7 +306,7 @@ unsafe fn weighted_values(s: &Scratch, keys: usize, out: &mut [[f32; HD]; ROWS])
     }
     let o = out.as_mut_ptr().cast::<u8>();
     for j in 0..HD / ROWS {
-        with_tile!(j, c => asm!(
+        with_sum_tile!(j, c => asm!(
             concat!("tilestored [{o}+{stride}*1], ", c!()),
             o = in(reg) o.add(j * ROWS * 4),
             stride = in(reg) HD * 4,

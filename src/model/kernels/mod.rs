@@ -12,9 +12,13 @@
 //!   KV caches, following beam ancestry (the beams of one input read their shared encoder
 //!   states once per head), optionally writing the weights' mean over heads (the alignment);
 //!   and the cache gather that materialises it.
+//! - [`cross_attention`]: one head of a decoding step's cross-attention, keys cached in panels
+//!   of 32 transposed so that 32 dot products are vector lanes (no horizontal sums); the
+//!   portable, AVX2 and AVX-512 builds give the same bits (FMA chains in a fixed order).
 //! - [`sequence_attention`]: the encoder's full-sequence self-attention, from the fused q/k/v
 //!   projection to merged heads, keys and values packed once per head, scores in scratch;
-//!   AVX2/FMA and AVX-512 panel products with the same bits.
+//!   AVX2/FMA and AVX-512 panel products with the same bits. For the int8 engine on a CPU with
+//!   AMX-BF16, [`attention_bf16`]: the same on bf16 tile products (within bf16 rounding).
 //! - [`layer_norm`]: two-pass layer norm.
 //! - [`exp`]: vectorised `exp` for the log-softmax normaliser over the vocabulary, the
 //!   encoder's attention softmax, and the int8 epilogue's SiLU and GELU.
@@ -54,6 +58,49 @@ macro_rules! by_rows {
             $max.. => $f::<$max> $args,
             $($r => $f::<$r> $args,)*
             _ => $f::<1> $args,
+        }
+    };
+}
+
+/// Runs `$body` with `$t` naming tile `$j` (0..4) as an asm string literal (tile names must be
+/// literals in `asm!`): the AMX kernels' sum tiles. Defined before the kernel modules so that
+/// they see it.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_sum_tile {
+    ($j:expr, $t:ident => $body:expr) => {
+        match $j {
+            0 => {
+                macro_rules! $t {
+                    () => {
+                        "tmm0"
+                    };
+                }
+                $body
+            }
+            1 => {
+                macro_rules! $t {
+                    () => {
+                        "tmm1"
+                    };
+                }
+                $body
+            }
+            2 => {
+                macro_rules! $t {
+                    () => {
+                        "tmm2"
+                    };
+                }
+                $body
+            }
+            _ => {
+                macro_rules! $t {
+                    () => {
+                        "tmm3"
+                    };
+                }
+                $body
+            }
         }
     };
 }

@@ -129,46 +129,6 @@ pub(in crate::model::kernels) unsafe fn configure(rows: usize, rem: usize) {
     LOADED.set(key);
 }
 
-/// Runs `$body` with `$t` naming sum tile `$j` (0..4) as an asm string literal.
-macro_rules! with_sum_tile {
-    ($j:expr, $t:ident => $body:expr) => {
-        match $j {
-            0 => {
-                macro_rules! $t {
-                    () => {
-                        "tmm0"
-                    };
-                }
-                $body
-            }
-            1 => {
-                macro_rules! $t {
-                    () => {
-                        "tmm1"
-                    };
-                }
-                $body
-            }
-            2 => {
-                macro_rules! $t {
-                    () => {
-                        "tmm2"
-                    };
-                }
-                $body
-            }
-            _ => {
-                macro_rules! $t {
-                    () => {
-                        "tmm3"
-                    };
-                }
-                $body
-            }
-        }
-    };
-}
-
 /// `rows` rows × 16 columns of each of `panels` (1..=4) over groups g0..g1 into the matching
 /// `tiles`, as the VNNI kernels compute them: a fresh tile starts at `−comp`.
 ///
