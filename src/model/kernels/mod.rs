@@ -36,11 +36,13 @@
 //! # Measured (opus-mt-ar-en shapes, 2 threads, `bench/int8_rounds.py`, medians of 3)
 //!
 //! 2-core Intel Xeon with AMX (the AMX path): int8 against CTranslate2 int8 (itself on AMX)
-//! 1.58× greedy batch 16, 1.84× beam 4 batch 16, 2.24× greedy batch 1; over f32 3.56×,
-//! 3.34×, 3.28×; the distilbart-shaped summary job 1.06–1.33× CTranslate2 int8 (short of
-//! the 1.5× aimed at). 2-core AMD EPYC Zen 3 (AVX2 only): 1.41×, 1.34×, 2.10× CTranslate2
-//! int8, 1.73×, 1.62×, 2.64× f32; the summary job 1.26–1.71×, median 1.66. See `gemm_f32`,
-//! `gemm_i8`, `gemm_i8::amx`, `sequence_attention`, and README's "int8".
+//! 1.62× greedy batch 16, 1.90× beam 4 batch 16, 2.28× greedy batch 1; over f32 3.64×,
+//! 3.39×, 3.31×; the distilbart-shaped summary job 1.52–1.66× CTranslate2 int8 (six
+//! alternated pairs). Forced onto AVX2 there, against CTranslate2 capped to AVX2: 1.18×,
+//! 1.32×, 1.77×, the summary 1.20×. 2-core AMD EPYC Zen 3 (AVX2 only, earlier sessions):
+//! 1.41×, 1.34×, 2.10× CTranslate2 int8, 1.73×, 1.62×, 2.64× f32; the summary job
+//! 1.26–1.71×, median 1.66. See `gemm_f32`, `gemm_i8`, `gemm_i8::amx`, `cross_attention`,
+//! `sequence_attention`, `attention_bf16`, and README's "int8".
 //!
 //! # Testing every path
 //!
