@@ -523,20 +523,9 @@ mod tests {
             .chain(F32Path::all().into_iter().map(Some))
             .collect();
         for (t, heads, hd) in [(1, 2, 8), (7, 3, 5), (17, 2, 16), (33, 3, 20), (70, 1, 64)] {
-            let b = 3;
-            let d = heads * hd;
-            let qkv: Vec<f32> = (0..b * t * 3 * d).map(|_| rng.f32() * 4.0 - 2.0).collect();
-            // Row 0: no padding; row 1: the last third padded; row 2: every key masked.
-            let mask: Vec<f32> = (0..b * t)
-                .map(|i| match (i / t, i % t) {
-                    (0, _) => 0.0,
-                    (1, s) if s < t - t / 3 => 0.0,
-                    _ => f32::NEG_INFINITY,
-                })
-                .collect();
             for &wide in &paths {
                 let shape = SequenceShape {
-                    b,
+                    b: 3,
                     t,
                     heads,
                     hd,
@@ -545,22 +534,37 @@ mod tests {
                     #[cfg(target_arch = "x86_64")]
                     bf16: None,
                 };
-                let out = shape.run(&qkv, Some(&mask));
-                assert_eq!(out.len(), b * t * d);
-                for bi in 0..b {
-                    for i in 0..t {
-                        let want = reference(&qkv, &mask, shape, bi, i);
-                        let got = &out[(bi * t + i) * d..(bi * t + i + 1) * d];
-                        for (c, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                            assert!(
-                                (g as f64 - w).abs() < 2e-5,
-                                "t {t} hd {hd} row {bi}/{i} [{c}]: {g} vs {w}"
-                            );
-                        }
-                    }
+                let worst = worst_error(shape, &mut rng);
+                assert!(worst < 2e-5, "t {t} hd {hd}: off by {worst}");
+            }
+        }
+    }
+
+    /// The largest |output − reference| of `shape` on random q/k/v in [−2, 2) (batch row 0
+    /// unpadded, row 1 with its last third padded, row 2 with every key masked).
+    fn worst_error(shape: SequenceShape, rng: &mut fastrand::Rng) -> f64 {
+        let (b, t, d) = (shape.b, shape.t, shape.heads * shape.hd);
+        let qkv: Vec<f32> = (0..b * t * 3 * d).map(|_| rng.f32() * 4.0 - 2.0).collect();
+        let mask: Vec<f32> = (0..b * t)
+            .map(|i| match (i / t, i % t) {
+                (0, _) => 0.0,
+                (1, s) if s < t - t / 3 => 0.0,
+                _ => f32::NEG_INFINITY,
+            })
+            .collect();
+        let out = shape.run(&qkv, Some(&mask));
+        assert_eq!(out.len(), b * t * d);
+        let mut worst = 0f64;
+        for bi in 0..b {
+            for i in 0..t {
+                let want = reference(&qkv, &mask, shape, bi, i);
+                let got = &out[(bi * t + i) * d..(bi * t + i + 1) * d];
+                for (&g, &w) in got.iter().zip(&want) {
+                    worst = worst.max((g as f64 - w).abs());
                 }
             }
         }
+        worst
     }
 
     /// Without a mask every key counts; the tensor entry point checks shapes.
@@ -605,31 +609,53 @@ mod tests {
     /// activations downstream turn last-bit differences into visible ones).
     #[test]
     fn padded_rows_equal_the_row_alone_bit_for_bit() {
-        let (heads, hd, t, padded) = (2, 24, 13, 21);
-        let d = heads * hd;
-        let mut rng = fastrand::Rng::with_seed(9);
-        let long: Vec<f32> = (0..padded * 3 * d).map(|_| rng.f32() * 2.0 - 1.0).collect();
-        let short = &long[..t * 3 * d];
-        let mask: Vec<f32> = (0..padded)
-            .map(|s| if s < t { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
         let paths = std::iter::once(None).chain(F32Path::all().into_iter().map(Some));
         for wide in paths {
-            let shape = |t| SequenceShape {
+            let shape = |t, hd| SequenceShape {
                 b: 1,
                 t,
-                heads,
+                heads: 2,
                 hd,
                 scale: 0.4,
                 wide,
                 #[cfg(target_arch = "x86_64")]
                 bf16: None,
             };
-            let alone = shape(t).run(short, Some(&mask[..t]));
-            let batched = shape(padded).run(&long, Some(&mask));
-            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&alone), bits(&batched[..t * d]));
+            padded_equals_alone(shape, 24, 13, 21);
         }
+        // The int8 engine's AMX-BF16 kernel (heads of 64), where the CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(proof) = AmxBf16::detect() {
+            let shape = |t, hd| SequenceShape {
+                b: 1,
+                t,
+                heads: 2,
+                hd,
+                scale: 0.4,
+                wide: F32Path::detect(),
+                bf16: Some(proof),
+            };
+            padded_equals_alone(shape, 64, 45, 70);
+        }
+    }
+
+    /// `t` rows alone against the same rows padded with masked keys to `padded`.
+    fn padded_equals_alone(
+        shape: impl Fn(usize, usize) -> SequenceShape,
+        hd: usize,
+        t: usize,
+        padded: usize,
+    ) {
+        let d = 2 * hd;
+        let mut rng = fastrand::Rng::with_seed(9);
+        let long: Vec<f32> = (0..padded * 3 * d).map(|_| rng.f32() * 2.0 - 1.0).collect();
+        let mask: Vec<f32> = (0..padded)
+            .map(|s| if s < t { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let alone = shape(t, hd).run(&long[..t * 3 * d], Some(&mask[..t]));
+        let batched = shape(padded, hd).run(&long, Some(&mask));
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&alone), bits(&batched[..t * d]), "hd {hd}");
     }
 
     /// The int8 engine's AMX-BF16 kernel (where the CPU has it) against the f64 reference:
@@ -642,69 +668,20 @@ mod tests {
             return;
         };
         let mut rng = fastrand::Rng::with_seed(21);
-        let (b, heads, hd) = (3, 2, 64);
-        let d = heads * hd;
         let mut worst = 0f64;
         for t in [1, 5, 16, 33, 70, 130] {
-            let qkv: Vec<f32> = (0..b * t * 3 * d).map(|_| rng.f32() * 4.0 - 2.0).collect();
-            let mask: Vec<f32> = (0..b * t)
-                .map(|i| match (i / t, i % t) {
-                    (0, _) => 0.0,
-                    (1, s) if s < t - t / 3 => 0.0,
-                    _ => f32::NEG_INFINITY,
-                })
-                .collect();
             let shape = SequenceShape {
-                b,
+                b: 3,
                 t,
-                heads,
-                hd,
+                heads: 2,
+                hd: 64,
                 scale: 0.3,
                 wide: F32Path::detect(),
                 bf16: Some(proof),
             };
-            let out = shape.run(&qkv, Some(&mask));
-            for bi in 0..b {
-                for i in 0..t {
-                    let want = reference(&qkv, &mask, shape, bi, i);
-                    let got = &out[(bi * t + i) * d..(bi * t + i + 1) * d];
-                    for (&g, &w) in got.iter().zip(&want) {
-                        worst = worst.max((g as f64 - w).abs());
-                    }
-                }
-            }
+            worst = worst.max(worst_error(shape, &mut rng));
         }
         // Measured 0.019 here (outputs up to 2): bf16's relative step is 2^-8.
         assert!(worst < 0.03, "bf16 attention off by {worst}");
-    }
-
-    /// The AMX-BF16 kernel keeps batching invisible too: a sequence padded with masked keys
-    /// gives its real rows the bits it gets alone.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn bf16_padded_rows_equal_the_row_alone_bit_for_bit() {
-        let Some(proof) = AmxBf16::detect() else {
-            return;
-        };
-        let (heads, hd, t, padded) = (2, 64, 45, 70);
-        let d = heads * hd;
-        let mut rng = fastrand::Rng::with_seed(10);
-        let long: Vec<f32> = (0..padded * 3 * d).map(|_| rng.f32() * 2.0 - 1.0).collect();
-        let mask: Vec<f32> = (0..padded)
-            .map(|s| if s < t { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
-        let shape = |t| SequenceShape {
-            b: 1,
-            t,
-            heads,
-            hd,
-            scale: 0.4,
-            wide: F32Path::detect(),
-            bf16: Some(proof),
-        };
-        let alone = shape(t).run(&long[..t * 3 * d], Some(&mask[..t]));
-        let batched = shape(padded).run(&long, Some(&mask));
-        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&alone), bits(&batched[..t * d]));
     }
 }
