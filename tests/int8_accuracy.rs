@@ -190,6 +190,9 @@ fn bart_int8_is_as_close_to_f32_as_ctranslate2s() {
 }
 
 /// The opus-mt-shaped bench model with std 0.05 weights (see the module doc); prints figures.
+/// `TARJAMA_ACCURACY_WORKLOAD` replaces bench/workload.json (any `source_lengths` and
+/// `target_lengths`, e.g. more inputs for tighter figures; `bench/ct2_int8_accuracy.py
+/// --workload` draws the same inputs).
 #[test]
 #[ignore]
 fn bench_model_figures() {
@@ -197,7 +200,10 @@ fn bench_model_figures() {
         eprintln!("TARJAMA_ACCURACY_MODEL is not set");
         return;
     };
-    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workload.json");
+    let workload = match std::env::var_os("TARJAMA_ACCURACY_WORKLOAD") {
+        Some(p) => Path::new(&p).to_path_buf(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workload.json"),
+    };
     let f = measure(Path::new(&dir), Some(&workload));
     println!(
         "{{\"engine\": \"tarjama\", \"inputs\": {}, \"identical_greedy\": {}, \"mean_common_prefix_share\": {:.4}, \"max_abs_logit_delta\": {:.4}, \"top1_agreement\": {:.4}, \"positions\": {}}}",
