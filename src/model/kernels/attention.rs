@@ -181,8 +181,9 @@ pub(crate) enum KvRows<'a> {
 }
 
 /// One decoding step's attention, without candle's per-head matmuls: `q` (R, H·hd) holds one
-/// query per row; row `r` attends to the first `len` steps of `k`/`v` (B, H, cap, hd) in the
-/// rows `kv_rows` names, plus the additive `mask` (B, 1, 1, cap; grouped rows only) when
+/// query per row; row `r` attends to the first `len` steps of `k`/`v` (B, H, cap, hd; grouped
+/// rows' keys in panels, see [`KvRows::Grouped`]) in the rows `kv_rows` names, plus the
+/// additive `mask` (B, 1, 1, cap; grouped rows only) when
 /// given. Scores are `(q·k) · scale` and the softmax runs in f32, as in the tensor path. Rows
 /// run in parallel. With `head_mean`, row `r`'s attention weights averaged over the heads are
 /// written to `head_mean[r·len..(r+1)·len]` (masked steps get exactly 0).

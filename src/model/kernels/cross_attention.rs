@@ -99,17 +99,9 @@ impl<E: CacheElem> CrossHead<'_, E> {
     /// lanes in a fixed order; masked keys (−∞) get exactly 0.
     pub(super) fn softmax(&self, scores: &mut [f32], sums: &mut [f32], path: Option<F32Path>) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(path) = path {
-            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA; an AVX-512 one also
-            // has AVX-512F.
-            unsafe {
-                if path.is_avx512() {
-                    zmm::softmax(self, scores, sums)
-                } else {
-                    ymm::softmax(self, scores, sums)
-                }
-            };
-            return;
+        if path.is_some() {
+            // SAFETY: an F32Path exists only on a CPU with AVX2 and FMA.
+            return unsafe { ymm::softmax(self, scores, sums) };
         }
         let _ = path;
         self.softmax_rows(scores, sums);
@@ -282,19 +274,6 @@ mod zmm {
         }
     }
 
-    /// [`CrossHead::softmax`] compiled for AVX-512.
-    ///
-    /// # Safety
-    /// The CPU runs AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn softmax<E: CacheElem>(
-        h: &CrossHead<E>,
-        scores: &mut [f32],
-        sums: &mut [f32],
-    ) {
-        h.softmax_rows(scores, sums)
-    }
-
     /// [`CrossHead::values`] for heads of [`HD`].
     ///
     /// # Safety
@@ -380,7 +359,7 @@ mod ymm {
         }
     }
 
-    /// [`CrossHead::softmax`] compiled for AVX2.
+    /// [`CrossHead::softmax`] compiled for AVX2 (on AVX-512 CPUs too: 256-bit vectors do).
     ///
     /// # Safety
     /// The CPU runs AVX2 and FMA.
