@@ -576,7 +576,7 @@ unsafe fn heads_of_64<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
     let len = s.len;
     for (j, &at) in kv.steps.iter().enumerate() {
         let key = &kv.k[at..at + ONE_ROW];
-        let key: [__m256; 8] = std::array::from_fn(|c| load8(key, c));
+        let key: [__m256; 8] = std::array::from_fn(|c| load8(key, 8 * c));
         for (i, qi) in q.chunks_exact(ONE_ROW).enumerate() {
             let mut acc = _mm256_setzero_ps();
             for (c, &kc) in key.iter().enumerate() {
@@ -603,7 +603,7 @@ unsafe fn heads_of_64<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
             let value = &kv.v[at..at + ONE_ROW];
             let p = _mm256_set1_ps(p);
             for (c, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(p, load8(value, c)));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(p, load8(value, 8 * c)));
             }
         }
         let sum = _mm256_set1_ps(sum);
@@ -613,21 +613,39 @@ unsafe fn heads_of_64<E: CacheElem>(s: &AttentionShape, io: HeadIo<E>) {
     }
 }
 
-/// Values `8c..8c + 8` of a cached row as f32 (exact).
+/// Elements `at..at + 8` of a cached row as f32 (exact).
 ///
 /// # Safety
-/// The CPU runs AVX2 and F16C; `row` holds at least `8c + 8` values.
+/// The CPU runs AVX2 and F16C; `row` holds at least `at + 8` elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn load8<E: CacheElem>(row: &[E], c: usize) -> std::arch::x86_64::__m256 {
+pub(super) unsafe fn load8<E: CacheElem>(row: &[E], at: usize) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
-    debug_assert!(row.len() >= 8 * c + 8);
-    let p = row.as_ptr().add(8 * c);
+    debug_assert!(row.len() >= at + 8);
+    let p = row.as_ptr().add(at);
     if E::HALF {
         _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
     } else {
         _mm256_loadu_ps(p.cast())
+    }
+}
+
+/// Elements `at..at + 16` of a cached row as f32 (exact).
+///
+/// # Safety
+/// The CPU runs AVX-512F and F16C; `row` holds at least `at + 16` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+pub(super) unsafe fn load16<E: CacheElem>(row: &[E], at: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    debug_assert!(row.len() >= at + 16);
+    let p = row.as_ptr().add(at);
+    if E::HALF {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+    } else {
+        _mm512_loadu_ps(p.cast())
     }
 }
 

@@ -186,50 +186,11 @@ impl<E: CacheElem> CrossHead<'_, E> {
     }
 }
 
-/// f16 or f32 cache elements into vectors (exact).
-#[cfg(target_arch = "x86_64")]
-mod widen {
-    use super::CacheElem;
-    use std::arch::x86_64::*;
-
-    /// Elements `at..at + 16` as f32.
-    ///
-    /// # Safety
-    /// The CPU runs AVX-512F; `row` holds at least `at + 16` elements.
-    #[target_feature(enable = "avx512f,avx2,f16c")]
-    #[inline]
-    pub(super) unsafe fn load16<E: CacheElem>(row: &[E], at: usize) -> __m512 {
-        debug_assert!(row.len() >= at + 16);
-        let p = row.as_ptr().add(at);
-        if E::HALF {
-            _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
-        } else {
-            _mm512_loadu_ps(p.cast())
-        }
-    }
-
-    /// Elements `at..at + 8` as f32.
-    ///
-    /// # Safety
-    /// The CPU runs AVX2 and F16C; `row` holds at least `at + 8` elements.
-    #[target_feature(enable = "avx2,f16c")]
-    #[inline]
-    pub(super) unsafe fn load8<E: CacheElem>(row: &[E], at: usize) -> __m256 {
-        debug_assert!(row.len() >= at + 8);
-        let p = row.as_ptr().add(at);
-        if E::HALF {
-            _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
-        } else {
-            _mm256_loadu_ps(p.cast())
-        }
-    }
-}
-
 /// The AVX-512 build: 32 keys (two vectors) of up to four queries per pass over the columns,
 /// and the weighted values of heads of 64 (four vectors) of up to four queries per pass.
 #[cfg(target_arch = "x86_64")]
 mod zmm {
-    use super::widen::load16;
+    use super::super::attention::load16;
     use super::{CacheElem, CrossHead, KEYS, QUERIES};
     use std::arch::x86_64::*;
 
@@ -318,7 +279,7 @@ mod zmm {
 /// query at a time (sixteen registers do not hold more), in the portable loop's order.
 #[cfg(target_arch = "x86_64")]
 mod ymm {
-    use super::widen::load8;
+    use super::super::attention::load8;
     use super::{CacheElem, CrossHead, KEYS, QUERIES};
     use std::arch::x86_64::*;
 

@@ -202,30 +202,9 @@ mod exp_avx512 {
             let upper = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e));
             acc = _mm256_add_ps(acc, _mm256_castpd_ps(upper));
         }
-        // The rest (fewer than 16) as the AVX2 build's last chunks: one of eight, if any,
-        // then the tail padded with −∞.
-        let rest = chunks.into_remainder();
-        let (eight, tail) = rest.split_at_mut(rest.len() / 8 * 8);
-        if !eight.is_empty() {
-            let e = super::exp_avx::exp8(_mm256_sub_ps(
-                _mm256_loadu_ps(eight.as_ptr()),
-                _mm512_castps512_ps256(m),
-            ));
-            _mm256_storeu_ps(eight.as_mut_ptr(), e);
-            acc = _mm256_add_ps(acc, e);
-        }
-        let mut last = [f32::NEG_INFINITY; 8];
-        last[..tail.len()].copy_from_slice(tail);
-        let e = super::exp_avx::exp8(_mm256_sub_ps(
-            _mm256_loadu_ps(last.as_ptr()),
-            _mm512_castps512_ps256(m),
-        ));
-        _mm256_storeu_ps(last.as_mut_ptr(), e);
-        tail.copy_from_slice(&last[..tail.len()]);
-        acc = _mm256_add_ps(acc, e);
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        lanes.iter().sum()
+        // The rest (fewer than 16) as the AVX2 build ends: a chunk of eight if any, then the
+        // padded tail, into the same running sums.
+        super::exp_avx::exp_shifted_from(chunks.into_remainder(), max, acc)
     }
 }
 
@@ -295,8 +274,18 @@ mod exp_avx {
     /// The CPU runs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
+        exp_shifted_from(row, max, _mm256_setzero_ps())
+    }
+
+    /// [`exp_shifted_in_place`] continuing the eight running sums `acc` (the AVX-512 build
+    /// hands over what is left after its 16-wide chunks, so both sum the same way).
+    ///
+    /// # Safety
+    /// The CPU runs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn exp_shifted_from(row: &mut [f32], max: f32, mut acc: __m256) -> f32 {
         let m = _mm256_set1_ps(max);
-        let mut acc = _mm256_setzero_ps();
         let mut chunks = row.chunks_exact_mut(8);
         for c in &mut chunks {
             let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
