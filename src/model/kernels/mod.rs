@@ -37,8 +37,8 @@
 //!
 //! 2-core Intel Xeon with AMX (the AMX path): int8 against CTranslate2 int8 (itself on AMX)
 //! 1.62× greedy batch 16, 1.90× beam 4 batch 16, 2.28× greedy batch 1; over f32 3.64×,
-//! 3.39×, 3.31×; the distilbart-shaped summary job 1.50–1.66× CTranslate2 int8 (eight
-//! alternated pairs). Forced onto AVX2 there, against CTranslate2 capped to AVX2: 1.18×,
+//! 3.39×, 3.31×; the distilbart-shaped summary job 1.49–1.66× CTranslate2 int8 (twelve
+//! alternated pairs, eleven at 1.5 or more). Forced onto AVX2 there, against CTranslate2 capped to AVX2: 1.18×,
 //! 1.32×, 1.77×, the summary 1.20×. 2-core AMD EPYC Zen 3 (AVX2 only, earlier sessions):
 //! 1.41×, 1.34×, 2.10× CTranslate2 int8, 1.73×, 1.62×, 2.64× f32; the summary job
 //! 1.26–1.71×, median 1.66. See `gemm_f32`, `gemm_i8`, `gemm_i8::amx`, `cross_attention`,
