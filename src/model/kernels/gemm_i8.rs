@@ -4,9 +4,12 @@
 //!
 //! - Weights: symmetric per output row (as CTranslate2 does): `sw = max|W_j| / L`,
 //!   `q = round(W_j / sw)` in [−L, L], with L = 127, or 63 on the AVX2 path (below).
-//! - Activations: symmetric int8 per input row (L = 127), on every call.
-//! - Products summed exactly in i32 (|Σ| ≤ 127² · k, far from overflow for any k we meet),
-//!   then `y = Σ · (sx · sw) + b` in f32, by shared scalar code.
+//! - Activations: per input row on every call, to u8 levels with a zero point,
+//!   `x ≈ (u − zero) · sx` (see [`activations`]: about twice the resolution after SiLU/GELU;
+//!   a symmetric row gets exactly symmetric int8).
+//! - Products summed exactly in i32 as `Σ (u − 128) · q` (|Σ| ≤ 128 · 127 · k, far from
+//!   overflow for any k we meet), then `y = (Σ + (128 − zero) · Σ_k q) · (sx · sw) + b` in f32,
+//!   by shared scalar code.
 //!
 //! # Paths
 //!
@@ -15,15 +18,15 @@
 //! (tested on every path the CPU runs):
 //!
 //! - AMX (Sapphire Rapids and later): `tdpbusd` tile products on the same packed panels and
-//!   `x + 128` activations, for row tiles of 4 to 16 rows; smaller ones take the AVX-512 VNNI
+//!   u8 activation levels, for row tiles of 4 to 16 rows; smaller ones take the AVX-512 VNNI
 //!   kernel (see [`amx`], with the measurements).
 //! - AVX-512 VNNI: `vpdpbusd` multiplies u8 × i8 and adds groups of 4 into i32 without
-//!   intermediate saturation. Activations go in as `x + 128` (u8); the `128 · Σ_k W_jk` this
-//!   adds is precomputed per column at load and the accumulators start from its negation.
+//!   intermediate saturation. Activations go in as their u8 levels; `128 · Σ_k W_jk` is
+//!   precomputed per column at load and the accumulators start from its negation.
 //!   One instruction per 64 multiply-adds.
 //! - AVX-VNNI: the same with 256-bit `vpdpbusd` (Alder Lake and later, Zen 5).
 //! - AVX2: `vpmaddubsw` (u8 × i8, pairs summed into i16 with saturation) then `vpmaddwd` with
-//!   ones into i32, on the same `x + 128` and compensation. A pair of 8-bit weights could reach
+//!   ones into i32, on the same u8 levels and compensation. A pair of 8-bit weights could reach
 //!   2·255·127 > 32767 and saturate; with 7-bit weights (oneDNN's documented way out) a pair is
 //!   at most 2·255·63 = 32130, so the sum stays exact. The cost is the weights' precision:
 //!   the AVX2 path's results differ from the 8-bit paths' by at most one weight step more
@@ -44,7 +47,7 @@
 //! |---|---:|---:|
 //! | `|x|` × `w·sign(x)` (exact 8-bit, the previous kernel) | 6 | 0.86 |
 //! | i16 × i16 `vpmaddwd` (exact 8-bit) | 4 + widening | 0.90 |
-//! | `x + 128` × 7-bit `w` (this kernel) | 4 | 0.66 |
+//! | u8 `x` × 7-bit `w` (this kernel) | 4 | 0.66 |
 //!
 //! In the real kernel (6-row tiles, 2 threads) the 7-bit kernel ran GEMMs 1.15–1.4× faster
 //! than the exact i16 one (M = 16…600, k = 512…4096, n = 1024…62 834, same run). The exact
@@ -64,6 +67,9 @@
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
 use super::{contiguous, exp, Dense, OutPtr};
+#[cfg(test)]
+pub(crate) use activations::quantize_row as quantize_activations;
+use activations::RowScale;
 
 /// Output columns per packed panel: one zmm of i32 lanes, two ymm.
 pub(crate) const PANEL: usize = 16;
@@ -195,8 +201,9 @@ impl I8Path {
         }
     }
 
-    /// Whether the kernel takes activations as `x + 128` (u8), the offset cancelled by the
-    /// weights' column compensation; else as i8.
+    /// Whether the kernel takes activations as their u8 levels (summing `Σ u·w` from
+    /// `−128·Σw`, the weights' column compensation); else as `u − 128` in i8. Either way it
+    /// sums `Σ (u − 128)·w`.
     fn offset_activations(self) -> bool {
         match self.0 {
             I8Kind::Portable => false,
@@ -233,59 +240,59 @@ impl WeightBits {
     }
 }
 
-/// The largest magnitude of a quantised activation (8-bit on every path).
-const ACTIVATION_LIMIT: f32 = 127.0;
-
 /// Activation values (m · k) from which quantisation is split across threads: below it a
 /// rayon dispatch costs more than it saves (decoding steps).
 const PARALLEL_QUANTIZE: usize = 1 << 16;
 
-/// Symmetric int8 of one row: (scale, values in [−lim, lim]); an all-zero row has scale 0.
+/// Symmetric int8 of one weight row: (scale, values in [−lim, lim]); an all-zero row has
+/// scale 0.
 #[inline(always)]
-fn quantize_row(v: &[f32], out: &mut [i8], lim: f32) -> f32 {
-    let amax = abs_max(v);
+fn quantize_weight_row(v: &[f32], out: &mut [i8], lim: f32) -> f32 {
+    let (lo, hi) = min_max(v);
+    let amax = hi.max(-lo);
     if amax == 0.0 || !amax.is_finite() {
         out.iter_mut().for_each(|o| *o = 0);
         return if amax.is_finite() { 0.0 } else { f32::NAN };
     }
     let inv = lim / amax;
     for (o, &x) in out.iter_mut().zip(v) {
-        *o = round_to_i8(x * inv, lim);
+        *o = round_clamped(x * inv, -lim, lim) as i8;
     }
     amax / lim
 }
 
-/// `v.round_ties_even().clamp(−lim, lim) as i8` (NaN → 0, as the cast gives), for a whole
-/// `lim` < 128, without a float → int conversion: Rust's saturating casts compile to one
-/// scalar conversion per value, which made quantising a decoding step's activations (serial
-/// work) several times slower, and `round_ties_even` is a libm call (`rintf`) on baseline
-/// x86-64 (6 % of a beam step once). Clamping first to whole bounds rounds the same; adding
-/// 1.5·2²³ rounds to a whole number (IEEE addition rounds to nearest even) and leaves it in
-/// the low bits of the sum's representation.
+/// `v.round_ties_even()` clamped to the whole bounds [lo, hi] (|bounds| < 2²²), NaN → 0,
+/// without a float → int conversion: Rust's saturating casts compile to one scalar
+/// conversion per value, which made quantising a decoding step's activations (serial work)
+/// several times slower, and `round_ties_even` is a libm call (`rintf`) on baseline x86-64
+/// (6 % of a beam step once). Clamping first to whole bounds rounds the same; adding 1.5·2²³
+/// rounds to a whole number (IEEE addition rounds to nearest even) and leaves it in the low
+/// bits of the sum's representation.
 #[inline(always)]
-fn round_to_i8(v: f32, lim: f32) -> i8 {
+fn round_clamped(v: f32, lo: f32, hi: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
-    let c = v.clamp(-lim, lim);
+    let c = v.clamp(lo, hi);
     let c = if c.is_nan() { 0.0 } else { c };
-    (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i8
+    (c + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32
 }
 
-/// The largest |x| of `v` (NaN ignored, as `f32::max` folds; 0 for an empty row). Sixteen
-/// running maxima so that it vectorises: the fold over `f32::max` ran one element per
-/// compare, and quantising a decoding step's activations is serial work (rows too few to
-/// split) that left the other thread idle.
-fn abs_max(v: &[f32]) -> f32 {
+/// (min(0, min v), max(0, max v)), NaN ignored. Sixteen running lanes so that it vectorises:
+/// a fold ran one element per compare, and quantising a decoding step's activations is
+/// serial work (rows too few to split) that left the other thread idle.
+fn min_max(v: &[f32]) -> (f32, f32) {
     const LANES: usize = 16;
-    let mut lanes = [0f32; LANES];
+    let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
     let chunks = v.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
-        for (m, &x) in lanes.iter_mut().zip(c) {
-            let a = x.abs();
-            *m = if a > *m { a } else { *m };
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            *l = if x < *l { x } else { *l };
+            *h = if x > *h { x } else { *h };
         }
     }
-    lanes.iter().chain(tail).fold(0f32, |a, &x| a.max(x.abs()))
+    let lo = lo.iter().chain(tail).fold(0f32, |a, &x| a.min(x));
+    let hi = hi.iter().chain(tail).fold(0f32, |a, &x| a.max(x));
+    (lo, hi)
 }
 
 /// An activation applied in the epilogue, after the bias (saves a pass over fc1's output and
@@ -319,8 +326,10 @@ pub(crate) struct PackedI8 {
     w: Vec<i8>,
     /// Per output column: `max|W_j| / 127`.
     scales: Vec<f32>,
-    /// Per output column: `128 · Σ_k q_jk` (what `x + 128` adds on the VNNI paths).
+    /// Per output column: `128 · Σ_k q_jk` (cancelled from the u8 sums of the offset paths).
     comp: Vec<i32>,
+    /// Per output column: `Σ_k q_jk` (the epilogue's zero-point term).
+    colsum: Vec<i32>,
     bias: Vec<f32>,
     n: usize,
     k: usize,
@@ -350,11 +359,11 @@ impl PackedI8 {
         let panels = n.div_ceil(PANEL);
         let mut packed = vec![0i8; panels * groups * GROUP_BYTES];
         let mut scales = vec![0f32; panels * PANEL];
-        let mut comp = vec![0i32; panels * PANEL];
+        let mut colsum = vec![0i32; panels * PANEL];
         let mut q = vec![0i8; k];
         for (j, row) in w.chunks_exact(k).enumerate() {
-            scales[j] = quantize_row(row, &mut q, bits.limit());
-            comp[j] = 128 * q.iter().map(|&v| v as i32).sum::<i32>();
+            scales[j] = quantize_weight_row(row, &mut q, bits.limit());
+            colsum[j] = q.iter().map(|&v| v as i32).sum::<i32>();
             let (p, c) = (j / PANEL, j % PANEL);
             for (i, &v) in q.iter().enumerate() {
                 let (g, t) = (i / GROUP, i % GROUP);
@@ -366,7 +375,8 @@ impl PackedI8 {
         Self {
             w: packed,
             scales,
-            comp,
+            comp: colsum.iter().map(|&c| 128 * c).collect(),
+            colsum,
             bias,
             n,
             k,
@@ -458,46 +468,51 @@ impl PackedI8 {
     }
 
     /// `m` rows of `x` quantised in the path's form: (bytes, per-row scales, bytes per row).
-    /// Rows are padded to whole groups with zero values (the padded weights are zero too, so
-    /// padding adds nothing on any path).
-    fn quantize(&self, x: &[f32], m: usize) -> (Vec<u8>, Vec<f32>, usize) {
+    /// Rows are padded to whole groups with the level of 0 (the padded weights are zero too,
+    /// so padding adds nothing on any path).
+    fn quantize(&self, x: &[f32], m: usize) -> (Vec<u8>, Vec<RowScale>, usize) {
         use rayon::prelude::*;
         let (k, offset) = (self.k, self.path.offset_activations());
         let stride = self.groups * GROUP;
         let mut bytes = vec![0u8; m * stride];
-        let mut scales = vec![0f32; m];
+        let mut scales = vec![
+            RowScale {
+                scale: 0.0,
+                zero: 128
+            };
+            m
+        ];
         let wide = self.path.0 != I8Kind::Portable;
-        let one = |q: &mut Vec<i8>, ((row, out), scale): ((&[f32], &mut [u8]), &mut f32)| {
-            q.resize(stride, 0);
-            *scale = quantize_into(wide, row, q, out, offset);
+        let one = |((row, out), scale): ((&[f32], &mut [u8]), &mut RowScale)| {
+            *scale = quantize_into(wide, row, out, offset);
         };
         if m * k < PARALLEL_QUANTIZE {
-            let mut q = Vec::new();
             x.chunks_exact(k)
                 .zip(bytes.chunks_exact_mut(stride))
                 .zip(scales.iter_mut())
-                .for_each(|item| one(&mut q, item));
+                .for_each(one);
         } else {
             x.par_chunks_exact(k)
                 .zip(bytes.par_chunks_exact_mut(stride))
                 .zip(scales.par_iter_mut())
-                .for_each_init(Vec::new, one);
+                .for_each(one);
         }
         (bytes, scales, stride)
     }
 }
 
-/// One row quantised into the first k values of `q` (zero past them: the padding) and then
-/// into `out` in the path's form, padding included; returns its scale. On an x86 path compiled for AVX2 (the same operations on
-/// wider vectors, so the same bits): it is serial work in a decoding step (too few rows to
-/// split), and the baseline build converted one value at a time.
-fn quantize_into(wide: bool, row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
+/// One row quantised into `out` (u8 levels, then padding) in the path's form: as is on the
+/// offset paths, `u − 128` as i8 on the portable one (so every path sums `Σ (u − 128) · w`).
+/// On an x86 path compiled for AVX2 (the same operations on wider vectors, so the same bits):
+/// it is serial work in a decoding step (too few rows to split), and the baseline build
+/// converted one value at a time.
+fn quantize_into(wide: bool, row: &[f32], out: &mut [u8], offset: bool) -> RowScale {
     #[inline(always)]
-    fn any(row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
-        let scale = quantize_row(row, &mut q[..row.len()], ACTIVATION_LIMIT);
-        let flip = if offset { 0x80 } else { 0 };
-        for (o, &v) in out.iter_mut().zip(q.iter()) {
-            *o = (v as u8) ^ flip;
+    fn any(row: &[f32], out: &mut [u8], offset: bool) -> RowScale {
+        let scale = activations::quantize_row(row, out);
+        out[row.len()..].iter_mut().for_each(|o| *o = 128);
+        if !offset {
+            out.iter_mut().for_each(|o| *o ^= 0x80);
         }
         scale
     }
@@ -506,26 +521,26 @@ fn quantize_into(wide: bool, row: &[f32], q: &mut [i8], out: &mut [u8], offset: 
         /// # Safety
         /// The CPU runs AVX2.
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(row: &[f32], q: &mut [i8], out: &mut [u8], offset: bool) -> f32 {
-            any(row, q, out, offset)
+        unsafe fn avx2(row: &[f32], out: &mut [u8], offset: bool) -> RowScale {
+            any(row, out, offset)
         }
         if wide {
             // SAFETY: `wide` is set only for x86 paths other than the portable one, which are
             // only built after detecting AVX2.
-            return unsafe { avx2(row, q, out, offset) };
+            return unsafe { avx2(row, out, offset) };
         }
     }
     let _ = wide;
-    any(row, q, out, offset)
+    any(row, out, offset)
 }
 
 /// One call's shared inputs.
 struct Job<'a> {
     packed: &'a PackedI8,
-    /// Quantised rows (`stride` bytes each): i8, or `x + 128` as u8 (see
+    /// Quantised rows (`stride` bytes each): u8 levels, or `u − 128` as i8 (see
     /// [`I8Path::offset_activations`]).
     x: &'a [u8],
-    xs: &'a [f32],
+    xs: &'a [RowScale],
     m: usize,
     stride: usize,
     act: Epilogue,
@@ -608,16 +623,18 @@ impl Job<'_> {
     fn epilogue(&self, p: usize, r0: usize, rows: usize, tiles: &[Tile], out: OutPtr) {
         let (pk, n) = (self.packed, self.packed.n);
         for dr in 0..rows {
-            let sx = self.xs[r0 + dr];
+            let (sx, zc) = (self.xs[r0 + dr].scale, self.xs[r0 + dr].correction());
             for (j, tile) in tiles.iter().enumerate() {
                 let c0 = (p + j) * PANEL;
                 let cols = PANEL.min(n - c0);
                 // Scales and bias are padded to whole panels (zeros past n).
                 let (sw, b) = (&pk.scales[c0..c0 + PANEL], &pk.bias[c0..c0 + PANEL]);
+                let colsum = &pk.colsum[c0..c0 + PANEL];
                 let acc = &tile[dr];
                 let mut vals = [0f32; PANEL];
+                // Σ (u − zero)·w = Σ (u − 128)·w + (128 − zero)·Σ w, exactly in i32.
                 for c in 0..PANEL {
-                    vals[c] = acc[c] as f32 * (sx * sw[c]) + b[c];
+                    vals[c] = (acc[c] + zc * colsum[c]) as f32 * (sx * sw[c]) + b[c];
                 }
                 // One loop per activation, so each vectorises (no libm call, no branch).
                 match self.act {
@@ -777,6 +794,7 @@ fn check_block(path: I8Path, rows: usize, x: &[u8], panel: &[i8], comp: &[i32], 
 }
 
 #[cfg(target_arch = "x86_64")]
+mod activations;
 pub(super) mod amx;
 
 #[cfg(target_arch = "x86_64")]
@@ -868,7 +886,7 @@ mod avx2 {
     use super::{ymm, KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
-    /// R rows × 16 columns over groups g0..g1: `vpmaddubsw` of `x + 128` (u8) and 7-bit
+    /// R rows × 16 columns over groups g0..g1: `vpmaddubsw` of the u8 levels and 7-bit
     /// weights (pairs at most 2·255·63 = 32130: never saturated), then `vpmaddwd` by ones
     /// sums each column's four products in i32; a fresh tile starts at `−comp`.
     ///
@@ -903,7 +921,7 @@ mod avx_vnni {
     use super::{ymm, KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
-    /// R rows × 16 columns over groups g0..g1 with 256-bit `vpdpbusd` on `x + 128` (u8); a
+    /// R rows × 16 columns over groups g0..g1 with 256-bit `vpdpbusd` on the u8 levels; a
     /// fresh tile starts at `−comp`, which cancels the offset exactly.
     ///
     /// # Safety
@@ -934,7 +952,7 @@ mod avx512_vnni {
     use super::{KBlock, Panel, Tile, GROUP, GROUP_BYTES};
     use std::arch::x86_64::*;
 
-    /// R rows × 16 columns over groups g0..g1 with 512-bit `vpdpbusd` on `x + 128` (u8), one
+    /// R rows × 16 columns over groups g0..g1 with 512-bit `vpdpbusd` on the u8 levels, one
     /// zmm per row; a fresh tile starts at `−comp`.
     ///
     /// # Safety
@@ -987,39 +1005,50 @@ impl candle_core::CustomOp1 for Op<'_> {
 
 #[cfg(test)]
 mod quantize_tests {
-    use super::{abs_max, round_to_i8};
+    use super::{min_max, round_clamped};
 
-    /// The bit trick equals rounding half to even, clamping and casting, for ties, bounds,
-    /// infinities and NaN, at both weight limits.
+    /// The bit trick equals rounding half to even and clamping, for ties, bounds, infinities
+    /// and NaN, at both weight limits and at activation bounds.
     #[test]
-    fn round_to_i8_equals_round_clamp_cast() {
+    fn round_clamped_equals_round_then_clamp() {
         let mut rng = fastrand::Rng::with_seed(13);
         let special = [
-            0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 62.5, 63.5, 126.5, 127.5, 128.0,
+            0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 62.5, 63.5, 126.5, 127.5, 128.0, -128.5,
         ];
-        let odd = [-1e9, 1e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
-        let random = (0..10_000).map(|_| rng.f32() * 300.0 - 150.0);
+        let odd = [-1e9, 1e9, f32::INFINITY, f32::NEG_INFINITY];
+        let random = (0..10_000).map(|_| rng.f32() * 600.0 - 300.0);
+        let bounds = [
+            (-63.0, 63.0),
+            (-127.0, 127.0),
+            (-13.0, 242.0),
+            (0.0, 255.0),
+            (-255.0, 0.0),
+        ];
         for v in special.into_iter().chain(odd).chain(random) {
-            for lim in [63.0, 127.0] {
-                let want = v.round_ties_even().clamp(-lim, lim) as i8;
-                assert_eq!(round_to_i8(v, lim), want, "{v} at {lim}");
+            for (lo, hi) in bounds {
+                let want = v.round_ties_even().clamp(lo, hi) as i32;
+                assert_eq!(round_clamped(v, lo, hi), want, "{v} in [{lo}, {hi}]");
             }
         }
+        assert_eq!(round_clamped(f32::NAN, -3.0, 5.0), 0);
     }
 
-    /// The lane fold equals the plain fold over `f32::max`, NaN ignored, at every tail length.
+    /// The lanes equal plain folds, NaN ignored, at every tail length.
     #[test]
-    fn abs_max_equals_a_max_fold() {
+    fn min_max_equals_folds() {
         let mut rng = fastrand::Rng::with_seed(11);
         for len in [0, 1, 15, 16, 17, 33, 512] {
-            let mut v: Vec<f32> = (0..len).map(|_| rng.f32() * 8.0 - 4.0).collect();
-            let fold = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs()));
-            assert_eq!(abs_max(&v), fold(&v), "len {len}");
-            for i in (0..len).step_by(5) {
+            let mut v: Vec<f32> = (0..len).map(|_| rng.f32() * 8.0 - 3.0).collect();
+            let folds = |v: &[f32]| {
+                let lo = v.iter().fold(0f32, |a, &x| a.min(x));
+                (lo, v.iter().fold(0f32, |a, &x| a.max(x)))
+            };
+            assert_eq!(min_max(&v), folds(&v), "len {len}");
+            for i in (0..len).step_by(6) {
                 v[i] = f32::NAN;
             }
-            assert_eq!(abs_max(&v), fold(&v), "len {len} with NaN");
+            assert_eq!(min_max(&v), folds(&v), "len {len} with NaN");
         }
-        assert_eq!(abs_max(&[1.0, f32::NEG_INFINITY]), f32::INFINITY);
+        assert_eq!(min_max(&[1.0, f32::NEG_INFINITY]).0, f32::NEG_INFINITY);
     }
 }

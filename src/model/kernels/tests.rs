@@ -4,7 +4,7 @@
 //! what it can; `TARJAMA_KERNEL_ISA` additionally caps what the model itself picks.
 
 use super::gemm_f32::{F32Path, PackedF32};
-use super::gemm_i8::{I8Path, PackedI8, WeightBits};
+use super::gemm_i8::{quantize_activations, I8Path, PackedI8, WeightBits};
 use super::Dense;
 
 const ROWS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 31, 64, 97, 130];
@@ -113,9 +113,10 @@ fn f32_paths_match_the_reference() {
     }
 }
 
-/// The int8 scheme spelled out: the same quantisation (weights to ±`bits.limit()`,
-/// activations to ±127), exact integer dot products, the same f32 epilogue. Every path must
-/// give exactly these bits for its weight precision.
+/// The int8 scheme spelled out: weights symmetric to ±`bits.limit()` per output row,
+/// activations to u8 levels with a zero point per row (`x ≈ (u − zero)·scale`, checked in
+/// `gemm_i8::activations`), exact integer dot products `Σ (u − zero)·w`, the same f32
+/// epilogue. Every path must give exactly these bits for its weight precision.
 fn int8_reference(c: &Case, bits: WeightBits) -> Vec<f32> {
     let quant = |v: &[f32], lim: f32| -> (f32, Vec<i32>) {
         let amax = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
@@ -133,10 +134,15 @@ fn int8_reference(c: &Case, bits: WeightBits) -> Vec<f32> {
     let ws: Vec<(f32, Vec<i32>)> = c.w.chunks(k).map(|w| quant(w, bits.limit())).collect();
     let mut y = vec![0f32; m * n];
     for r in 0..m {
-        let (sx, xq) = quant(&c.x[r * k..(r + 1) * k], 127.0);
+        let mut u = vec![0u8; k];
+        let s = quantize_activations(&c.x[r * k..(r + 1) * k], &mut u);
         for (j, (sw, wq)) in ws.iter().enumerate() {
-            let dot: i32 = xq.iter().zip(wq).map(|(a, b)| a * b).sum();
-            y[r * n + j] = dot as f32 * (sx * sw) + c.b[j];
+            let dot: i32 = u
+                .iter()
+                .zip(wq)
+                .map(|(&a, b)| (a as i32 - s.zero) * b)
+                .sum();
+            y[r * n + j] = dot as f32 * (s.scale * sw) + c.b[j];
         }
     }
     y

@@ -2,7 +2,7 @@
 //! u8 activations by a tile of 16 k groups × 16 columns of i8 weights into 16 × 16 i32 sums,
 //! 16 384 multiply-adds per instruction (a zmm `vpdpbusd` does 64). Our weight panels are
 //! already in the B-tile layout (per k group, 16 columns × 4 bytes = one 64-byte tile row), so
-//! B tiles load straight from the packed weights, and the same `x + 128` activations and `−comp`
+//! B tiles load straight from the packed weights, and the same u8 activation levels and `−comp`
 //! start as the VNNI kernels make the sums, and so the results, identical bit for bit.
 //!
 //! CTranslate2 int8 (oneDNN / MKL) uses AMX where the CPU has it; measured on a 2-core Xeon
