@@ -5,9 +5,9 @@
 //!   bits. Each output is one chain of FMAs over k in order, like BLAS, so f32 parity with
 //!   PyTorch stays within its own rounding.
 //! - [`gemm_i8`]: the same product on int8 weights (symmetric, per output row, f32 scales) and
-//!   activations quantised per row on the fly, accumulated exactly in i32: AMX, AVX-512 VNNI,
-//!   AVX-VNNI, AVX2 (7-bit weights) and a portable path that gives each one's bits (see its
-//!   module doc).
+//!   activations quantised per row on the fly (u8 with a zero point), accumulated exactly in
+//!   i32: AMX, AVX-512 VNNI, AVX-VNNI, AVX2 (7-bit weights) and a portable path that gives
+//!   each one's bits (see its module doc).
 //! - [`attention`]: one decoding step's attention (q·Kᵀ, softmax, ·V per row and head) over the
 //!   KV caches, following beam ancestry (the beams of one input read their shared encoder
 //!   states once per head), optionally writing the weights' mean over heads (the alignment);
@@ -41,7 +41,9 @@
 //! alternated pairs, eleven at 1.5 or more). Forced onto AVX2 there, against CTranslate2 capped to AVX2: 1.18×,
 //! 1.32×, 1.77×, the summary 1.20×. 2-core AMD EPYC Zen 3 (AVX2 only, earlier sessions):
 //! 1.41×, 1.34×, 2.10× CTranslate2 int8, 1.73×, 1.62×, 2.64× f32; the summary job
-//! 1.26–1.71×, median 1.66. See `gemm_f32`, `gemm_i8`, `gemm_i8::amx`, `cross_attention`,
+//! 1.26–1.71×, median 1.66. A later session on the Xeon, with the machine far noisier
+//! (throughput moving 2× between runs): greedy batch 16 1.21–1.75× in six pairs (median
+//! 1.56), the summary 1.35–2.14× in ten. See `gemm_f32`, `gemm_i8`, `gemm_i8::amx`, `cross_attention`,
 //! `sequence_attention`, `attention_bf16`, and README's "int8".
 //!
 //! # Testing every path
