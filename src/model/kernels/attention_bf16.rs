@@ -43,14 +43,18 @@ pub(crate) struct AmxBf16(());
 
 impl AmxBf16 {
     /// Also requires the AVX-512 f32 path (every AMX CPU has it), which compiles the packing
-    /// and the softmax.
+    /// and the softmax. Checked once (every encoder layer's attention asks), as
+    /// `I8Path::detect` is.
     pub(crate) fn detect() -> Option<Self> {
-        let capped = matches!(
-            super::isa_cap().as_deref(),
-            Some("portable" | "avx2" | "avx-vnni" | "avx512-vnni" | "avx512")
-        );
-        let avx512 = F32Path::detect().is_some_and(|p| p.is_avx512());
-        (!capped && avx512 && amx::bf16_available()).then_some(Self(()))
+        static PROOF: std::sync::OnceLock<Option<AmxBf16>> = std::sync::OnceLock::new();
+        *PROOF.get_or_init(|| {
+            let capped = matches!(
+                super::isa_cap().as_deref(),
+                Some("portable" | "avx2" | "avx-vnni" | "avx512-vnni" | "avx512")
+            );
+            let avx512 = F32Path::detect().is_some_and(|p| p.is_avx512());
+            (!capped && avx512 && amx::bf16_available()).then_some(Self(()))
+        })
     }
 }
 

@@ -326,10 +326,9 @@ pub(crate) struct PackedI8 {
     w: Vec<i8>,
     /// Per output column: `max|W_j| / 127`.
     scales: Vec<f32>,
-    /// Per output column: `128 · Σ_k q_jk` (cancelled from the u8 sums of the offset paths).
+    /// Per output column: `128 · Σ_k q_jk` (cancelled from the u8 sums of the offset paths;
+    /// divided by 128, the epilogue's zero-point term).
     comp: Vec<i32>,
-    /// Per output column: `Σ_k q_jk` (the epilogue's zero-point term).
-    colsum: Vec<i32>,
     bias: Vec<f32>,
     n: usize,
     k: usize,
@@ -359,11 +358,11 @@ impl PackedI8 {
         let panels = n.div_ceil(PANEL);
         let mut packed = vec![0i8; panels * groups * GROUP_BYTES];
         let mut scales = vec![0f32; panels * PANEL];
-        let mut colsum = vec![0i32; panels * PANEL];
+        let mut comp = vec![0i32; panels * PANEL];
         let mut q = vec![0i8; k];
         for (j, row) in w.chunks_exact(k).enumerate() {
             scales[j] = quantize_weight_row(row, &mut q, bits.limit());
-            colsum[j] = q.iter().map(|&v| v as i32).sum::<i32>();
+            comp[j] = 128 * q.iter().map(|&v| v as i32).sum::<i32>();
             let (p, c) = (j / PANEL, j % PANEL);
             for (i, &v) in q.iter().enumerate() {
                 let (g, t) = (i / GROUP, i % GROUP);
@@ -375,8 +374,7 @@ impl PackedI8 {
         Self {
             w: packed,
             scales,
-            comp: colsum.iter().map(|&c| 128 * c).collect(),
-            colsum,
+            comp,
             bias,
             n,
             k,
@@ -475,13 +473,7 @@ impl PackedI8 {
         let (k, offset) = (self.k, self.path.offset_activations());
         let stride = self.groups * GROUP;
         let mut bytes = vec![0u8; m * stride];
-        let mut scales = vec![
-            RowScale {
-                scale: 0.0,
-                zero: 128
-            };
-            m
-        ];
+        let mut scales = vec![RowScale::ZERO_ROW; m];
         let wide = self.path.0 != I8Kind::Portable;
         let one = |((row, out), scale): ((&[f32], &mut [u8]), &mut RowScale)| {
             *scale = quantize_into(wide, row, out, offset);
@@ -629,12 +621,12 @@ impl Job<'_> {
                 let cols = PANEL.min(n - c0);
                 // Scales and bias are padded to whole panels (zeros past n).
                 let (sw, b) = (&pk.scales[c0..c0 + PANEL], &pk.bias[c0..c0 + PANEL]);
-                let colsum = &pk.colsum[c0..c0 + PANEL];
+                let comp = &pk.comp[c0..c0 + PANEL];
                 let acc = &tile[dr];
                 let mut vals = [0f32; PANEL];
                 // Σ (u − zero)·w = Σ (u − 128)·w + (128 − zero)·Σ w, exactly in i32.
                 for c in 0..PANEL {
-                    vals[c] = (acc[c] + zc * colsum[c]) as f32 * (sx * sw[c]) + b[c];
+                    vals[c] = (acc[c] + zc * (comp[c] / 128)) as f32 * (sx * sw[c]) + b[c];
                 }
                 // One loop per activation, so each vectorises (no libm call, no branch).
                 match self.act {

@@ -24,6 +24,12 @@ pub(crate) struct RowScale {
 }
 
 impl RowScale {
+    /// An all-zero row's: every value at level 128, scale 0.
+    pub(crate) const ZERO_ROW: Self = Self {
+        scale: 0.0,
+        zero: 128,
+    };
+
     /// What the kernels' sums `Σ (u − 128) · w` lack of `Σ (u − zero) · w`, per unit of the
     /// column's `Σ w`.
     pub(crate) fn correction(self) -> i32 {
@@ -43,7 +49,10 @@ pub(crate) fn quantize_row(v: &[f32], out: &mut [u8]) -> RowScale {
         } else {
             f32::NAN
         };
-        return RowScale { scale, zero: 128 };
+        return RowScale {
+            scale,
+            ..RowScale::ZERO_ROW
+        };
     }
     let zero = zero_point(lo, hi);
     // The side that needs the larger step sets it; the other then fits within its levels.
